@@ -1,0 +1,34 @@
+"""Data: named datasets, user sources, tensor batches, transforms."""
+
+from .datasets import DATASETS, load_csv, load_data, load_image_folder, load_npz, register_dataset
+from .tensors import (
+    TensorData,
+    balanced_batches,
+    batches,
+    check_labels,
+    endless,
+    few_labels,
+    random_split,
+)
+from .transforms import Augment, conform, pair_shapes, resize, to_channels
+
+__all__ = [
+    "DATASETS",
+    "Augment",
+    "TensorData",
+    "balanced_batches",
+    "batches",
+    "check_labels",
+    "conform",
+    "endless",
+    "few_labels",
+    "load_csv",
+    "load_data",
+    "load_image_folder",
+    "load_npz",
+    "pair_shapes",
+    "random_split",
+    "register_dataset",
+    "resize",
+    "to_channels",
+]

