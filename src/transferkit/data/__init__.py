@@ -8,6 +8,7 @@ from .tensors import (
     check_labels,
     endless,
     few_labels,
+    index_batches,
     random_split,
 )
 from .transforms import Augment, conform, pair_shapes, resize, to_channels
@@ -22,6 +23,7 @@ __all__ = [
     "conform",
     "endless",
     "few_labels",
+    "index_batches",
     "load_csv",
     "load_data",
     "load_image_folder",

@@ -71,6 +71,22 @@ class TensorData:
         return torch.bincount(y, minlength=self.num_classes)
 
 
+def index_batches(
+    n: int,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+    device: torch.device | str = "cpu",
+) -> Iterator[Tensor]:
+    """Index tensors covering ``range(n)`` in batches (shuffled by ``generator``)."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = order.to(device)
+    stop = n - (n % batch_size) if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]
+
+
 def batches(
     data: TensorData,
     batch_size: int,

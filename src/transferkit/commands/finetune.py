@@ -1,0 +1,273 @@
+"""``train``, ``finetune``, ``eval``, ``predict``, ``datasets`` and ``models``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from typing import Any
+
+import click
+import torch
+
+from ..data import DATASETS, TensorData, few_labels, random_split
+from ..engine import RunDir, evaluate, predict_logits, resolve_device
+from ..errors import TransferkitError
+from ..finetune import STRATEGIES, FinetuneSpec, finetune
+from ..finetune.regularizers import REGULARIZERS
+from ..io import atomic_write, write_json
+from ..models import BACKBONE_DOCS, create_model, load_init, load_model, parameter_count
+from .common import (
+    augment_from,
+    callbacks,
+    compose,
+    config_option,
+    data_options,
+    echo_table,
+    fit_to_model,
+    guard_output,
+    load,
+    open_run,
+    pass_params,
+    run_options,
+    start,
+    train_config,
+    train_options,
+)
+
+split_options = compose(
+    click.option("--val-data", default=None, help="Validation data spec (default: hold out --val-split of --data)."),
+    click.option("--val-split", type=click.FloatRange(0, 0.9), default=0.1, show_default=True, help="Fraction of --data held out for validation (0: none)."),
+    click.option("--test-data", default=None, help="Labelled test data, evaluated once with the best checkpoint."),
+    click.option("--labels-per-class", type=click.IntRange(1), default=None, help="Keep only N labelled examples per class of --data (seeded)."),
+)
+
+
+def _splits(p: dict[str, Any], quiet: bool) -> tuple[TensorData, TensorData | None, TensorData | None]:
+    data = load(p["data"], p)
+    data.require_labels(f"training on {p['data']}")
+    val = load(p["val_data"], p) if p.get("val_data") else None
+    if p.get("labels_per_class"):
+        data, rest = few_labels(data, p["labels_per_class"], p["seed"])
+        if val is None and p["val_split"] > 0:
+            # validation from the unused examples would use labels we pretend not to have;
+            # with few labels, validate on a split of the labelled ones only if asked.
+            val = None
+    elif val is None and p["val_split"] > 0:
+        data, val = random_split(data, p["val_split"], p["seed"])
+    test = load(p["test_data"], p, split="test") if p.get("test_data") else None
+    return data, val, test
+
+
+def _finish(p: dict[str, Any], run: RunDir, trainer: Any, result: Any, model: Any, test: TensorData | None) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "command": p.get("command"),
+        "best_epoch": result.best_epoch,
+        "best_score": result.best_score,
+        "select_by": trainer.select_name,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "wall_s": result.wall_s,
+        "parameters": parameter_count(model),
+    }
+    if result.last.get("val"):
+        summary["val"] = result.last["val"]
+    if test is not None:
+        test = fit_to_model(test, model.spec["input_shape"], True)
+        summary["test"] = evaluate(model, test.to(trainer.device))
+        print(f"test accuracy {summary['test']['acc']:.2f}% on {test.name} (best epoch {result.best_epoch + 1})")
+    run.write_summary(summary)
+    print(f"run folder: {run.path}")
+    return summary
+
+
+def _spec(p: dict[str, Any]) -> FinetuneSpec:
+    return FinetuneSpec(
+        strategy=p.get("strategy", "full"), freeze=p.get("freeze"), trainable=p.get("trainable"),
+        lr_decay=p.get("lr_decay"), head_lr_mult=p.get("head_lr_mult", 1.0), new_head=p.get("new_head", False),
+        regularizers=list(p.get("regularizer") or []), l2sp_alpha=p.get("l2sp_alpha", 0.01),
+        l2sp_beta=p.get("l2sp_beta", 0.01), lwf_weight=p.get("lwf_weight", 1.0),
+        lwf_temperature=p.get("lwf_temperature", 2.0), bss_eta=p.get("bss_eta", 1e-3),
+        label_smoothing=p.get("label_smoothing", 0.0), joint_weight=p.get("joint_weight", 1.0),
+    )
+
+
+
+model_options = compose(
+    click.option("--bottleneck-dim", type=click.IntRange(1), default=None, help="Add a bottleneck layer of this width before the head."),
+    click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True),
+)
+
+
+@click.command("train")
+@config_option
+@click.option("--data", required=True, help="Labelled training data: a dataset name (mnist, usps:train, digits, ...), a folder, .npz or .csv.")
+@click.option("--model", "arch", default="lenet", show_default=True, help="Architecture (see `transferkit models`).")
+@model_options
+@split_options
+@data_options
+@train_options
+@run_options
+@pass_params
+def train_cmd(p: dict[str, Any]) -> None:
+    """Train a model from scratch (e.g. the source model for later transfer).
+
+    \b
+    Example:
+      transferkit train --data mnist5k --model lenet --epochs 5 --run-dir runs/source
+    """
+    p["command"] = "train"
+    start(p)
+    data, val, test = _splits(p, p["quiet"])
+    run = open_run(p, "train")
+    device = resolve_device(p["device"])
+    model = create_model(p["arch"], data.num_classes, data.input_shape, p["bottleneck_dim"], classes=data.classes)
+    if p["resume"]:
+        pass
+    trainer, result = finetune(
+        model, data, val, _spec(p), train_config(p), p["batch_size"], augment_from(p), run, device,
+        verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"],
+    )
+    _finish(p, run, trainer, result, model, test)
+
+
+@click.command("finetune")
+@config_option
+@click.option("--init", "init", required=True, help="Source model: a run folder or checkpoint (.safetensors, or a weights-only .pt state dict with --model).")
+@click.option("--data", required=True, help="Labelled target data (see `transferkit datasets`).")
+@click.option("--model", "arch", default=None, help="Architecture, only when --init is a plain state dict.")
+@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="full", show_default=True, help="What trains: " + "; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()))
+@click.option("--freeze", type=click.IntRange(0), default=None, help="partial: freeze the first K layer groups (default: half).")
+@click.option("--trainable", default=None, help="partial: train only parameters whose name matches this regex.")
+@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=None, help="Layer-wise learning-rate decay per group from the head down.")
+@click.option("--head-lr-mult", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Learning-rate multiplier of the head.")
+@click.option("--new-head", is_flag=True, default=False, help="Replace the head even when the class count is unchanged.")
+@click.option("--regularizer", multiple=True, type=click.Choice(list(REGULARIZERS)), help="l2sp, lwf or bss (repeatable).")
+@click.option("--l2sp-alpha", type=click.FloatRange(min=0), default=0.01, show_default=True)
+@click.option("--l2sp-beta", type=click.FloatRange(min=0), default=0.01, show_default=True)
+@click.option("--lwf-weight", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--lwf-temperature", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True)
+@click.option("--bss-eta", type=click.FloatRange(min=0), default=1e-3, show_default=True)
+@click.option("--source-data", default=None, help="joint: keep training on this labelled source set (loss = L_target + lambda L_source).")
+@click.option("--joint-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="lambda of joint training.")
+@model_options
+@split_options
+@data_options
+@train_options
+@run_options
+@pass_params
+def finetune_cmd(p: dict[str, Any]) -> None:
+    """Transfer a trained model to a labelled target set.
+
+    \b
+    Example:
+      transferkit finetune --init runs/source --data digits --labels-per-class 10 \\
+          --strategy partial --regularizer l2sp --run-dir runs/ft
+    """
+    p["command"] = "finetune"
+    start(p)
+    device = resolve_device(p["device"])
+    model = _load_source(p)
+    data, val, test = _splits(p, p["quiet"])
+    data = fit_to_model(data, model.spec["input_shape"], p["quiet"])
+    val = fit_to_model(val, model.spec["input_shape"], True) if val is not None else None
+    source = None
+    if p["source_data"]:
+        source = fit_to_model(load(p["source_data"], p), model.spec["input_shape"], p["quiet"])
+    run = open_run(p, "finetune")
+    trainer, result = finetune(
+        model, data, val, _spec(p), train_config(p), p["batch_size"], augment_from(p), run, device,
+        source=source, verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"],
+    )
+    _finish(p, run, trainer, result, model, test)
+
+
+def _load_source(p: dict[str, Any]) -> Any:
+    from pathlib import Path
+
+    from ..models import read_checkpoint
+
+    _, info = read_checkpoint(p["init"]) if Path(p["init"]).exists() else (None, None)
+    if info is None:
+        raise TransferkitError(f"--init {p['init']}: no such run folder or checkpoint file")
+    if info.get("spec"):
+        return load_model(p["init"])
+    if not p.get("arch"):
+        raise TransferkitError(f"--init {p['init']} is a plain state dict; say which architecture it is with --model")
+    data = load(p["data"], p)
+    model = create_model(p["arch"], data.num_classes, data.input_shape, p.get("bottleneck_dim"))
+    load_init(model, p["init"], skip_head=False)
+    return model
+
+
+@click.command("eval")
+@config_option
+@click.option("--model-from", required=True, help="A run folder or checkpoint.")
+@click.option("--data", required=True, help="Labelled data to evaluate on.")
+@click.option("--output", default=None, help="Also write the metrics to this JSON file.")
+@click.option("--overwrite", is_flag=True, default=False, help="Replace --output if it exists.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@data_options
+@pass_params
+def eval_cmd(p: dict[str, Any]) -> None:
+    """Accuracy, loss and per-class accuracy of a model on labelled data."""
+    model = load_model(p["model_from"]).to(resolve_device(p["device"]))
+    data = fit_to_model(load(p["data"], p, split="test"), model.spec["input_shape"])
+    from ..data import check_labels
+
+    check_labels(data, model.num_classes)
+    m = evaluate(model, data.to(next(model.parameters()).device))
+    print(f"accuracy {m['acc']:.2f}%  loss {m['loss']:.4f}  n {m['n']}  ({data.name})")
+    rows = [{"class": model.classes[c] if c < len(model.classes) else c, "acc": f"{a:.2f}"} for c, a in enumerate(m["per_class_acc"])]
+    print(echo_table(rows, ["class", "acc"]))
+    if p["output"]:
+        write_json(guard_output(p["output"], p["overwrite"]), {"data": data.name, **m})
+
+
+@click.command("predict")
+@config_option
+@click.option("--model-from", required=True, help="A run folder or checkpoint.")
+@click.option("--data", required=True, help="Inputs: an image folder, .npz or .csv (labels, if any, are ignored).")
+@click.option("--output", required=True, help="CSV file to write.")
+@click.option("--overwrite", is_flag=True, default=False, help="Replace --output if it exists.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@data_options
+@pass_params
+def predict_cmd(p: dict[str, Any]) -> None:
+    """Write predictions and class probabilities to a CSV (one row per input)."""
+    out = guard_output(p["output"], p["overwrite"])
+    model = load_model(p["model_from"]).to(resolve_device(p["device"]))
+    data = fit_to_model(load(p["data"], p, split="test"), model.spec["input_shape"])
+    probs = torch.softmax(predict_logits(model, data.x), 1).cpu()
+    names = model.classes
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["index", "prediction", *[f"p_{c}" for c in names]])
+    for i, row in enumerate(probs.tolist()):
+        k = max(range(len(row)), key=row.__getitem__)
+        w.writerow([i, names[k], *[f"{v:.6f}" for v in row]])
+    atomic_write(out, lambda path: path.write_text(buf.getvalue(), encoding="utf-8"))
+    print(f"wrote {len(probs)} predictions to {out}")
+
+
+@click.command("datasets")
+def datasets_cmd() -> None:
+    """List the named datasets (and the sources you can bring)."""
+    rows = [{"name": d.name, "shape": d.shape, "splits": ",".join(d.splits), "offline": "yes" if d.offline else "mirror/download", "description": d.description} for d in DATASETS.values()]
+    print(echo_table(rows, ["name", "shape", "splits", "offline", "description"]))
+    print("\nYour own data: an image folder (<class>/<image>), an .npz with X and y, or a .csv table with a 'label' column.")
+    print("Files are looked up in --data-dir, then $TRANSFERKIT_DATA_DIR, then ~/.cache/transferkit.")
+
+
+@click.command("models")
+def models_cmd() -> None:
+    """List the architectures."""
+    rows = [{"name": k, "description": v} for k, v in BACKBONE_DOCS.items()]
+    rows += [{"name": "timm:NAME", "description": "any timm model (pip install 'transferkit[vision]')"},
+             {"name": "torchvision:NAME", "description": "any torchvision model (pip install 'transferkit[vision]')"}]
+    print(echo_table(rows, ["name", "description"]))
+
+
+COMMANDS = [train_cmd, finetune_cmd, eval_cmd, predict_cmd, datasets_cmd, models_cmd]
+_ = (json, sys)
