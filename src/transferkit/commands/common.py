@@ -28,6 +28,10 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
         return value
     data = load_yaml(value)
     names = {p.name: p for p in ctx.command.params if p.name}
+    for prm in list(names.values()):  # option spellings too: `model:` for --model (stored as `arch`)
+        for opt in getattr(prm, "opts", []):
+            if opt.startswith("--"):
+                names.setdefault(opt[2:].replace("-", "_"), prm)
     resolved: dict[str, Any] = {}
     for key, v in data.items():
         name = str(key).replace("-", "_")
@@ -35,6 +39,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
             known = ", ".join(sorted(n.replace("_", "-") for n in names if n != "config"))
             raise click.BadParameter(f"unknown key '{key}' in {value}; known keys: {known}", ctx=ctx, param=_param)
         param = names[name]
+        name = param.name or name
         if isinstance(param, click.Option) and param.multiple and not isinstance(v, list):
             v = [v]
         if isinstance(param, click.Option) and param.is_flag and not isinstance(v, bool):

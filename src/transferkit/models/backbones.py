@@ -39,7 +39,13 @@ class SequentialBackbone(nn.Sequential):
         with torch.no_grad():
             was = self.training
             self.eval()
-            out = self(torch.zeros(1, *input_shape))
+            try:
+                out = self(torch.zeros(1, *input_shape))
+            except RuntimeError as exc:
+                raise TransferkitError(
+                    f"this architecture cannot take inputs of shape {tuple(input_shape)} "
+                    f"({str(exc).splitlines()[0]}); resize with --image-size"
+                ) from None
             self.train(was)
         if out.dim() != 2:
             raise TransferkitError(f"backbone output must be (N, D), got {tuple(out.shape)}")
@@ -58,11 +64,12 @@ def _need_image(name: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
 @register_backbone("lenet", "LeNet as used in digit adaptation (conv20-conv50, 500-d features)")
 def lenet(input_shape: Sequence[int], feature_dim: int = 500, dropout: float = 0.5) -> nn.Module:
     c, h, _ = _need_image("lenet", input_shape)
-    k = 5 if h >= 20 else 3
+    # the classic 5x5 valid convolutions for 28x28; padded 3x3 ones for small inputs (16x16, 8x8)
+    k, pad = (5, 0) if h >= 20 else (3, 1)
     return SequentialBackbone(
         {
-            "conv1": nn.Sequential(nn.Conv2d(c, 20, k), nn.MaxPool2d(2), nn.ReLU()),
-            "conv2": nn.Sequential(nn.Conv2d(20, 50, k), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten()),
+            "conv1": nn.Sequential(nn.Conv2d(c, 20, k, padding=pad), nn.MaxPool2d(2), nn.ReLU()),
+            "conv2": nn.Sequential(nn.Conv2d(20, 50, k, padding=pad), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten()),
             "fc": nn.Sequential(nn.LazyLinear(feature_dim), nn.ReLU(), nn.Dropout(dropout)),
         },
         input_shape,
