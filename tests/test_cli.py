@@ -62,7 +62,7 @@ def test_finetune_eval_predict_flow(source_run, tmp_path, capsys):
     rc, out, _ = run(capsys, "predict", "--model-from", str(tmp_path / "ft"), "--data", str(tmp_path / "q.npz"),
                      "--output", str(tmp_path / "pred.csv"), "--device", "cpu")
     assert rc == 0
-    rows = list(csv.reader(open(tmp_path / "pred.csv")))
+    rows = list(csv.reader((tmp_path / "pred.csv").read_text().splitlines()))
     assert rows[0][:2] == ["index", "prediction"] and len(rows) == 5
     assert abs(sum(float(v) for v in rows[1][2:]) - 1) < 1e-4
     rc, _, err = run(capsys, "predict", "--model-from", str(tmp_path / "ft"), "--data", str(tmp_path / "q.npz"),

@@ -125,7 +125,7 @@ def test_bundled_offline_sets():
     m = load_data("mnist5k", "test")
     assert d.input_shape == (1, 8, 8) and d.num_classes == 10
     assert m.input_shape == (1, 28, 28) and len(m) == 1000
-    assert 0.0 <= float(d.x.min()) and float(d.x.max()) <= 1.0
+    assert float(d.x.min()) >= 0.0 and float(d.x.max()) <= 1.0
 
 
 def test_unknown_dataset_lists_known():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from transferkit.data import TensorData, index_batches
-from transferkit.engine import RunDir, Supervised, Trainer, TrainConfig, seed_everything
+from transferkit.engine import RunDir, Supervised, TrainConfig, Trainer, seed_everything
 from transferkit.engine.loop import lr_lambda
 from transferkit.engine.state import flatten, unflatten
 from transferkit.errors import NonFiniteLossError, TransferkitError

@@ -10,7 +10,15 @@ import torch.nn.functional as F
 
 from transferkit.engine import TrainConfig, evaluate, seed_everything
 from transferkit.errors import TransferkitError
-from transferkit.finetune import BSS, L2SP, FinetuneSpec, LwF, apply_strategy, finetune, layerwise_groups
+from transferkit.finetune import (
+    BSS,
+    L2SP,
+    FinetuneSpec,
+    LwF,
+    apply_strategy,
+    finetune,
+    layerwise_groups,
+)
 from transferkit.models import create_model
 
 

@@ -7,7 +7,15 @@ import torch
 from torch import nn
 
 from transferkit.errors import TransferkitError
-from transferkit.models import BACKBONES, Classifier, FeatureHooks, create_model, load_init, load_model, read_checkpoint
+from transferkit.models import (
+    BACKBONES,
+    Classifier,
+    FeatureHooks,
+    create_model,
+    load_init,
+    load_model,
+    read_checkpoint,
+)
 
 
 @pytest.mark.parametrize("arch", sorted(BACKBONES))

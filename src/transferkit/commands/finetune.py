@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import sys
 from typing import Any
 
 import click
@@ -49,7 +47,7 @@ def _splits(p: dict[str, Any], quiet: bool) -> tuple[TensorData, TensorData | No
     data.require_labels(f"training on {p['data']}")
     val = load(p["val_data"], p) if p.get("val_data") else None
     if p.get("labels_per_class"):
-        data, rest = few_labels(data, p["labels_per_class"], p["seed"])
+        data, _rest = few_labels(data, p["labels_per_class"], p["seed"])
         if val is None and p["val_split"] > 0:
             # validation from the unused examples would use labels we pretend not to have;
             # with few labels, validate on a split of the labelled ones only if asked.
@@ -123,8 +121,6 @@ def train_cmd(p: dict[str, Any]) -> None:
     run = open_run(p, "train")
     device = resolve_device(p["device"])
     model = create_model(p["arch"], data.num_classes, data.input_shape, p["bottleneck_dim"], classes=data.classes)
-    if p["resume"]:
-        pass
     trainer, result = finetune(
         model, data, val, _spec(p), train_config(p), p["batch_size"], augment_from(p), run, device,
         verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"],
@@ -270,4 +266,3 @@ def models_cmd() -> None:
 
 
 COMMANDS = [train_cmd, finetune_cmd, eval_cmd, predict_cmd, datasets_cmd, models_cmd]
-_ = (json, sys)

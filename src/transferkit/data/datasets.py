@@ -9,6 +9,7 @@ and ``y``, or a ``.csv`` feature table. :func:`load_data` turns any spec into a
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import warnings
 from collections.abc import Callable
@@ -63,7 +64,11 @@ MNIST_FILES = {
 
 def read_idx(path: Path) -> np.ndarray:
     """Read an idx file (LeCun's format), gzipped or not."""
-    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "rb") as fh:
+            raw = fh.read()
+    else:
+        raw = path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise TransferkitError(f"{path} is not an idx file (bad magic number)")
     dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[raw[2]]
@@ -132,10 +137,8 @@ def read_usps_h5(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 @register_dataset("usps", "USPS handwritten digits (Hull 1994), 7,291 train / 2,007 test", "1x16x16", ("train", "test"), False)
 def load_usps(split: str, data_dir: str | Path | None) -> TensorData:
     h5 = None
-    try:
+    with contextlib.suppress(TransferkitError):
         h5 = locate("usps", ["USPS/usps.h5", "usps/usps.h5", "usps.h5"], allow_download=False, data_dir=data_dir)
-    except TransferkitError:
-        pass
     if h5 is not None:
         x, y = read_usps_h5(h5, split)
     else:
@@ -292,10 +295,8 @@ def load_csv(path: str | Path, label_column: str | None = None) -> TensorData:
         raise TransferkitError(f"{path}: non-numeric feature value ({exc}); only numbers are allowed outside the label column") from None
     labels = np.asarray([r[li] for r in body]) if li is not None else None
     if labels is not None:
-        try:
+        with contextlib.suppress(ValueError):
             labels = labels.astype(np.float64)
-        except ValueError:
-            pass
     y, classes = _labels(labels, path.name)
     return TensorData(torch.from_numpy(feats), y, classes, path.stem)
 

@@ -157,7 +157,7 @@ def random_split(data: TensorData, fraction: float, seed: int = 0) -> tuple[Tens
     """Seeded split into (1 - fraction, fraction) parts, e.g. train and validation."""
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data), generator=g)
-    n_second = max(1, int(round(len(data) * fraction)))
+    n_second = max(1, round(len(data) * fraction))
     return data.subset(order[n_second:]), data.subset(order[:n_second])
 
 

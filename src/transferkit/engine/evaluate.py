@@ -36,7 +36,7 @@ def metrics_from_logits(logits: Tensor, y: Tensor, num_classes: int) -> dict[str
         "acc": float(correct.float().mean() * 100),
         "loss": float(F.cross_entropy(logits, y)),
         "per_class_acc": per_class,
-        "n": int(len(y)),
+        "n": len(y),
     }
 
 

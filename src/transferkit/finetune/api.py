@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..data import Augment, TensorData, check_labels, endless, index_batches
-from ..engine import RunDir, Trainer, TrainConfig, metrics_from_logits, predict_logits
+from ..engine import RunDir, TrainConfig, Trainer, metrics_from_logits, predict_logits
 from ..engine.evaluate import evaluate
 from ..errors import TransferkitError, unknown_name
 from ..models import Classifier

@@ -140,7 +140,7 @@ def resnet20(input_shape: Sequence[int]) -> nn.Module:
 
 @register_backbone("conv4", "Conv-4 few-shot backbone (4 x conv3x3-64, BN, ReLU, max-pool)")
 def conv4(input_shape: Sequence[int], width: int = 64) -> nn.Module:
-    c, h, _ = _need_image("conv4", input_shape)
+    c, _h, _ = _need_image("conv4", input_shape)
 
     def block(cin: int) -> nn.Module:
         return nn.Sequential(nn.Conv2d(cin, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True))
