@@ -149,3 +149,14 @@ def test_listings(capsys):
     assert rc == 0 and all(n in out for n in ("mnist", "usps", "digits", "mnist5k"))
     rc, out, _ = run(capsys, "models")
     assert rc == 0 and all(n in out for n in ("lenet", "dtn", "resnet20", "conv4", "mlp", "timm:NAME"))
+
+
+def test_demo_runs_offline_and_writes_table_and_plot(capsys, tmp_path):
+    rc, out, _ = run(capsys, "demo", "--seeds", "1", "--source-epochs", "1", "--target-epochs", "2", "--out", str(tmp_path / "d"))
+    assert rc == 0
+    for name in ("target only (scratch)", "linear probe", "partial", "full fine-tuning", "L2-SP", "LwF"):
+        assert name in out
+    data = json.loads((tmp_path / "d" / "demo.json").read_text())
+    assert len(data["rows"]) == 6 and (tmp_path / "d" / "demo.png").stat().st_size > 10_000
+    rc, _, err = run(capsys, "demo", "--seeds", "1", "--out", str(tmp_path / "d"))
+    assert rc == 2 and "already exists" in err
