@@ -42,7 +42,7 @@ for _name in FAMILY_MODULES:
             cli.add_command(_cmd)
 
 
-def _formatwarning(message, category, filename, lineno, line=None):  # noqa: ANN001
+def _formatwarning(message, category, filename, lineno, line=None):
     return f"warning: {message}\n"
 
 

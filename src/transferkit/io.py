@@ -59,10 +59,13 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON line and flush it to disk (a torn last line is skipped on read)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise TransferkitError(f"could not append to {path}: {exc.strerror or exc}") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -76,23 +79,10 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with the safe loader; python tags are refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise TransferkitError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
-        raise TransferkitError(
-            f"could not read config {path}: {first} (only plain YAML is allowed; "
-            "tags such as !!python/object are refused)"
-        ) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise TransferkitError(f"config {path} must be a mapping of option: value, got {type(data).__name__}")
-    return data
+    """Read a YAML mapping with the safe loader; python tags, non-UTF-8 text and non-mappings are refused."""
+    from .config_validation import read_config
+
+    return read_config(path)
 
 
 def dump_yaml(path: str | Path, data: dict[str, Any]) -> Path:

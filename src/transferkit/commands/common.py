@@ -2,12 +2,21 @@
 
 Every option can also come from ``--config FILE.yaml`` (keys are option names
 with ``-`` or ``_``); an option given on the command line wins. The resolved
-options are saved as ``config.yaml`` in the run folder.
+options are saved as ``config.yaml`` in the run folder. A malformed config gives one
+line naming the field, the value and what is allowed (:mod:`transferkit.config_validation`).
+
+Distributed training: every command built from ``train_options`` + ``pass_params`` +
+``open_run`` + :class:`~transferkit.engine.Trainer` runs data-parallel under ``torchrun``
+(``pass_params`` joins the process group, ``open_run`` lets only rank 0 create the run
+folder, the Trainer splits batches and averages gradients) and accepts ``--nproc N``,
+which re-launches the same command through ``python -m torch.distributed.run``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -16,43 +25,19 @@ from typing import Any
 
 import click
 
+from ..config_validation import check_finite, resolve_config
 from ..data import Augment, TensorData, conform, load_data
 from ..engine import ProgressBar, RunDir, TrainConfig, seed_everything
+from ..engine import distributed as ddp
 from ..engine.loop import OPTIMIZERS, SCHEDULES
 from ..errors import TransferkitError
-from ..io import load_yaml
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Read ``--config``: keys are option names (``model`` or ``arch``, ``batch-size`` or ``batch_size``)."""
     if not value:
         return value
-    data = load_yaml(value)
-    names = {p.name: p for p in ctx.command.params if p.name}
-    for prm in list(names.values()):  # option spellings too: `model:` for --model (stored as `arch`)
-        for opt in getattr(prm, "opts", []):
-            if opt.startswith("--"):
-                names.setdefault(opt[2:].replace("-", "_"), prm)
-    resolved: dict[str, Any] = {}
-    for key, v in data.items():
-        name = str(key).replace("-", "_")
-        if name not in names or name == "config":
-            known = ", ".join(sorted(n.replace("_", "-") for n in names if n != "config"))
-            raise click.BadParameter(f"unknown key '{key}' in {value}; known keys: {known}", ctx=ctx, param=_param)
-        param = names[name]
-        name = param.name or name
-        if isinstance(param, click.Option) and param.multiple and not isinstance(v, list):
-            v = [v]
-        if isinstance(param, click.Option) and param.is_flag and not isinstance(v, bool):
-            raise click.BadParameter(f"'{key}' in {value} must be true or false, got {v!r}", ctx=ctx, param=_param)
-        try:
-            if isinstance(param, click.Option) and param.multiple:
-                resolved[name] = [param.type.convert(item, param, ctx) for item in v]
-            elif v is not None:
-                resolved[name] = param.type.convert(v, param, ctx)
-            else:
-                resolved[name] = None
-        except click.BadParameter as exc:
-            raise click.BadParameter(f"'{key}' in {value}: {exc.message}", ctx=ctx, param=_param) from None
+    resolved = resolve_config(value, list(ctx.command.params), ctx)
     ctx.default_map = {**(ctx.default_map or {}), **resolved}
     return value
 
@@ -98,6 +83,8 @@ train_options = compose(
     click.option("--deterministic", is_flag=True, default=False, help="Use deterministic kernels (slower on GPU)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True),
     click.option("--amp", is_flag=True, default=False, help="bfloat16 mixed precision (CUDA only; ignored elsewhere)."),
+    click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
+                 help="Train data-parallel in N processes on this machine (re-launches itself with torchrun; gloo on CPU, nccl on GPUs)."),
 )
 
 run_options = compose(
@@ -140,8 +127,9 @@ def fit_to_model(data: TensorData, input_shape: list[int] | tuple[int, ...], qui
 
 def open_run(p: dict[str, Any], command: str) -> RunDir:
     run_dir = p.get("run_dir") or f"runs/{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = ddp.broadcast_object(run_dir)  # every rank uses rank 0's (time-stamped) name
     p["run_dir"] = run_dir
-    run = RunDir(run_dir, resume=p.get("resume", False), overwrite=p.get("overwrite", False))
+    run = ddp.open_run_dir(run_dir, resume=p.get("resume", False), overwrite=p.get("overwrite", False))
     saved = {k: v for k, v in p.items() if k not in ("resume", "overwrite", "config")}
     saved["command"] = command
     run.save_config(saved)
@@ -171,11 +159,129 @@ def guard_output(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
+def _command_line(ctx: click.Context, skip: tuple[str, ...] = ("config", "nproc", "help")) -> list[str]:
+    """The command's arguments rebuilt from its resolved values (config values included)."""
+    names: list[str] = []
+    node: click.Context | None = ctx
+    while node is not None and (node is ctx or node.parent is not None):  # sub-command names, not the program
+        names.insert(0, node.info_name or "")
+        node = node.parent
+    args = names
+    for param in ctx.command.params:
+        name = param.name or ""
+        value = ctx.params.get(name)
+        if name in skip or value is None:
+            continue
+        if isinstance(param, click.Argument):
+            args += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+            continue
+        if not isinstance(param, click.Option):
+            continue
+        long = max(param.opts, key=len)
+        if param.is_flag:
+            if value:
+                args.append(long)
+            elif param.secondary_opts and param.default:
+                args.append(max(param.secondary_opts, key=len))
+            continue
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT:
+            continue
+        for v in value if param.multiple else [value]:
+            args += [long, str(v)]
+    return args
+
+
+def _preflight_run_dir(p: dict[str, Any]) -> None:
+    """Refuse an unusable run folder before starting N processes (each would say so)."""
+    if not p.get("run_dir"):
+        return
+    path = Path(p["run_dir"])
+    if p.get("resume") and p.get("overwrite"):
+        raise TransferkitError("--resume and --overwrite contradict each other; choose one")
+    if path.exists() and any(path.iterdir()) and not (p.get("resume") or p.get("overwrite")):
+        raise TransferkitError(
+            f"run folder {path} already exists; pass --resume to continue it, --overwrite to replace it, "
+            "or choose another --run-dir"
+        )
+    if p.get("resume") and not (path / "checkpoints").is_dir():
+        raise TransferkitError(f"cannot resume: {path} has no checkpoints; start it without --resume")
+
+
+def launch(ctx: click.Context, p: dict[str, Any]) -> None:
+    """Run this command again in ``p["nproc"]`` processes through PyTorch's launcher.
+
+    The same as ``python -m torch.distributed.run --standalone --nproc_per_node N -m
+    transferkit <these arguments without --nproc>``, run in-process so that a failing rank
+    gives one ``error:`` line instead of the launcher's traceback. ``--standalone`` picks a
+    free local port, so several runs can share a machine; ``OMP_NUM_THREADS`` is split
+    between the processes unless already set.
+    """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as torchrun
+
+    _preflight_run_dir(p)
+    n = int(p["nproc"])
+    argv = ["--standalone", f"--nproc_per_node={n}", "-m", "transferkit", *_command_line(ctx)]
+    if not p.get("quiet"):
+        print(f"launching {n} processes: python -m torch.distributed.run {' '.join(argv)}", file=sys.stderr, flush=True)
+    set_threads = "OMP_NUM_THREADS" not in os.environ
+    if set_threads:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
+    log = logging.getLogger("torch.distributed.elastic")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # the failing rank prints its own error line
+    try:
+        torchrun(get_args_parser().parse_args(argv))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        raise TransferkitError(
+            f"the distributed run failed: rank {rank} exited with status {failure.exitcode} (its error is printed above)"
+        ) from None
+    finally:
+        log.setLevel(level)
+        if set_threads:
+            os.environ.pop("OMP_NUM_THREADS", None)
+
+
+@contextlib.contextmanager
+def distributed_context(p: dict[str, Any]) -> Any:
+    """Join ``torchrun``'s process group for a command that trains; rank > 0 runs quietly."""
+    info = ddp.init_from_env(p.get("device", "auto"))
+    try:
+        if info.is_main:
+            yield info
+            return
+        p["quiet"] = True  # progress, notes and results are printed by rank 0 only
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            yield info
+    finally:
+        ddp.shutdown()
+
+
 def pass_params(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Hand the command one dict of all its options."""
+    """Hand the command one dict of all its options.
+
+    Also checks numbers given on the command line are finite and, for commands with
+    ``--nproc`` (every command built on ``train_options``), sets up distributed training:
+    ``--nproc N`` outside ``torchrun`` re-launches the command in N processes; inside
+    ``torchrun`` the process group is joined from its environment variables.
+    """
 
     @functools.wraps(fn)
     def wrapper(**params: Any) -> Any:
-        return fn(params)
+        ctx = click.get_current_context()
+        check_finite(ctx, params)
+        if "nproc" not in params:
+            if ddp.launched_by_torchrun() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise TransferkitError(f"`transferkit {ctx.info_name}` does not run distributed; start it without torchrun")
+            return fn(params)
+        if params["nproc"] > 1 and not ddp.launched_by_torchrun():
+            launch(ctx, params)
+            return None
+        with distributed_context(params):
+            return fn(params)
 
     return wrapper

@@ -10,6 +10,15 @@ Reproducibility: the data order and augmentation of epoch ``e`` come from a
 generator seeded with ``(seed, e)``, and the global RNG state is saved at each
 epoch end, so a run resumed from its last checkpoint replays exactly what an
 uninterrupted run would have done.
+
+Distributed data parallel (``torchrun``, see :mod:`transferkit.engine.distributed`): when a
+process group is initialised, each rank keeps its slice of every global batch
+(``batch_split``), gradients and logged losses are all-reduced weighted by each rank's share
+of the batch, buffers follow rank 0, and only rank 0 writes the run folder.
+
+Crash safety: ``checkpoints/best`` is written before ``checkpoints/last``, so a run killed
+between the two resumes from the previous epoch and rewrites both; it never resumes with a
+``best`` folder older than the ``best_epoch`` its state records.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import NonFiniteLossError, TransferkitError
+from . import distributed as ddp
 from .callbacks import Callback, ProgressBar
 from .method import Method, StepInfo
 from .run import RunDir
@@ -129,6 +139,9 @@ class Trainer:
             metrics (default: ``val.acc`` when there is validation, else the negative train loss).
         select_name: what the score is called in logs and the summary.
         run: the run folder (``None`` trains without writing anything).
+        batch_split: under distributed training, ``(batch, rank, world) -> (local batch, share)``
+            (default :func:`~transferkit.engine.distributed.split_leading`: every tensor cut along
+            dimension 0); unused in a single process.
     """
 
     def __init__(
@@ -144,6 +157,7 @@ class Trainer:
         device: str | torch.device = "cpu",
         callbacks: list[Callback] | None = None,
         verbose: bool = True,
+        batch_split: ddp.BatchSplit | None = None,
     ):
         config.validate()
         self.method = method
@@ -156,9 +170,13 @@ class Trainer:
         self.run = run
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+        self.dist = ddp.info()
+        self.batch_split = batch_split or ddp.split_leading
         self.callbacks = callbacks if callbacks is not None else [ProgressBar()]
         self.verbose = verbose
         self.method.to(self.device)
+        if self.dist.active:
+            ddp.broadcast_module(self.method)  # every rank starts from rank 0's weights
         self.optimizer = build_optimizer(method, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, self.steps_per_epoch))
         self.start_epoch = 0
@@ -208,29 +226,44 @@ class Trainer:
         self.best_epoch = info["best_epoch"]
         self.bad_epochs = int(info["bad_epochs"])
         self.run.truncate_metrics(int(info["epoch"]))
+        ddp.barrier()  # other ranks read metrics.jsonl after rank 0 truncated it
         self.history = [r for r in self.run.metrics() if "epoch" in r]
 
     # ------------------------------------------------------------- loop
     def _step(self, batch: Any, epoch: int) -> dict[str, float]:
         info = StepInfo(epoch, self.global_step, self.config.epochs * self.steps_per_epoch)
         use_amp = self.config.amp and self.device.type == "cuda"
+        share = 1.0
+        if self.dist.active:
+            batch, share = self.batch_split(batch, self.dist.rank, self.dist.world_size)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             losses = self.method.training_losses(batch, info)
         total = sum(losses.values())
-        if not torch.isfinite(total):
+        reduced: torch.Tensor | None = None
+        if self.dist.active:  # the global-batch losses, identical on every rank (so is the NaN check)
+            values = torch.stack([total.detach().float(), *(v.detach().float() for v in losses.values())])
+            reduced = ddp.all_reduce_values(values, share).cpu()
+        if not torch.isfinite(total if reduced is None else reduced[0]):
             last = checkpoint_folder(self.run.checkpoints / "last") if self.run else None
             kept = f"the last good checkpoint is kept at {last}" if last else "no checkpoint had been written yet"
             raise NonFiniteLossError(
-                f"loss became {float(total)} at epoch {epoch + 1}, step {self.global_step}; training stopped and "
+                f"loss became {float(total.detach())} at epoch {epoch + 1}, step {self.global_step}; training stopped and "
                 f"{kept}. Lower --lr or set --grad-clip"
             )
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if self.dist.active:
+            ddp.all_reduce_gradients(self.method.parameters(), share)
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.global_step += 1
+        if reduced is not None:
+            ddp.broadcast_module(self.method, parameters=False)  # batch-norm statistics follow rank 0
+            out = {k: float(v) for k, v in zip(losses, reduced[1:].tolist(), strict=True)}
+            out["loss"] = float(reduced[0])
+            return out
         out = {k: float(v.detach()) for k, v in losses.items()}
         out["loss"] = float(total.detach())
         return out
@@ -285,10 +318,16 @@ class Trainer:
             record["best"] = improved
             self.history.append(record)
             if self.run is not None:
-                self.run.log(record)
-            self._checkpoint("last", epoch)
-            if improved:
+                try:
+                    self.run.log(record)
+                except OSError as exc:  # disk full: stop with one line; the last checkpoint is untouched
+                    raise TransferkitError(
+                        f"could not append to {self.run.metrics_file}: {exc.strerror or exc}; training stopped, "
+                        "the last checkpoint is intact (free space, then rerun with --resume)"
+                    ) from None
+            if improved:  # best first: a crash between the two leaves a consistent pair
                 self._checkpoint("best", epoch)
+            self._checkpoint("last", epoch)
             for cb in self.callbacks:
                 cb.on_epoch_end(self, record)
             if self.config.patience is not None and self.bad_epochs >= self.config.patience:
@@ -296,6 +335,7 @@ class Trainer:
                 break
         for cb in self.callbacks:
             cb.on_fit_end(self)
+        ddp.barrier()  # rank 0 has finished writing checkpoints before anyone reads them
         last = self.history[-1] if self.history else {}
         return FitResult(self.best_score, self.best_epoch, last, self.history, stopped, time.perf_counter() - t0)
 
