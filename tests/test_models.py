@@ -98,3 +98,14 @@ def test_any_user_module_as_backbone():
     m = Classifier.from_backbone(net, num_classes=2, out_features=6)
     assert m(torch.rand(5, 1, 4, 4)).shape == (5, 2)
     assert [n for n, _ in m.layer_groups()][-1] == "head"
+
+
+def test_bare_backbone_state_dict_must_fit(tmp_path):
+    m = create_model("lenet", 10, (1, 28, 28))
+    torch.save(m.backbone.state_dict(), tmp_path / "bb.pt")
+    fresh = create_model("lenet", 10, (1, 28, 28))
+    load_init(fresh, tmp_path / "bb.pt", skip_head=True)
+    assert torch.equal(fresh.backbone.conv1[0].weight, m.backbone.conv1[0].weight)
+    torch.save({"foo.weight": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(TransferkitError, match="does not fit this backbone"):
+        load_init(fresh, tmp_path / "foreign.pt", skip_head=True)

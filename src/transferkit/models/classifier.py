@@ -255,8 +255,18 @@ def load_init(model: Classifier, path: str | Path, skip_head: bool) -> None:
     """Initialise ``model`` from a user checkpoint (ours or a plain state dict)."""
     state, _ = read_checkpoint(path)
     if not any(k.startswith(("backbone.", "head.")) for k in state):
-        state = {f"backbone.{k}": v for k, v in state.items()}  # a bare backbone state dict
-        model.load_weights(state, strict=False)
+        # a bare backbone state dict: it must cover the whole backbone and nothing else
+        state = {f"backbone.{k}": v for k, v in state.items()}
+        own = [k for k in model.state_dict() if k.startswith("backbone.")]
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            raise TransferkitError(
+                f"{path} does not fit this backbone (missing: {', '.join(missing[:6]) or 'none'}; "
+                f"unexpected: {', '.join(unexpected[:6]) or 'none'}); check --model"
+            )
+        with torch.no_grad():
+            model.load_weights(state, strict=False)
         return
     with torch.no_grad():
         model.load_weights(state, skip_head=skip_head)

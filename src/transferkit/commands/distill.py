@@ -1,0 +1,188 @@
+"""``distill`` (teacher -> student) and ``export`` (TorchScript / ONNX with an equivalence check)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..data import TensorData, random_split
+from ..distill import (
+    FORMATS,
+    LOSSES,
+    DistillSpec,
+    compare,
+    distill,
+    export_model,
+    load_teacher,
+    make_student,
+    parse_hidden,
+    summary_rows,
+)
+from ..distill.api import HINT_STAGES
+from ..engine import evaluate, resolve_device
+from ..errors import TransferkitError
+from ..models import load_model, parameter_count
+from .common import (
+    augment_from,
+    callbacks,
+    config_option,
+    data_options,
+    echo_table,
+    fit_to_model,
+    guard_output,
+    load,
+    open_run,
+    pass_params,
+    run_options,
+    start,
+    train_config,
+    train_options,
+)
+
+
+def _spec(p: dict[str, Any]) -> DistillSpec:
+    return DistillSpec(
+        losses=list(p.get("loss") or ["kd=1"]), temperature=p["temperature"], alpha=p["alpha"],
+        hints=list(p.get("hint") or []), hint_stage=p["hint_stage"], hint_epochs=p["hint_epochs"],
+        dkd_alpha=p["dkd_alpha"], dkd_beta=p["dkd_beta"], cache_teacher=not p["no_cache"],
+    )
+
+
+def _data(p: dict[str, Any], shape: list[int]) -> tuple[TensorData, TensorData | None, TensorData | None]:
+    """Training set (labelled --data or unlabelled --transfer-data), validation and test sets."""
+    if not p.get("data") and not p.get("transfer_data"):
+        raise TransferkitError("give the training inputs: --data (labelled) or --transfer-data (unlabelled, teacher labels only)")
+    if p.get("data") and p.get("transfer_data"):
+        raise TransferkitError("give either --data (labelled) or --transfer-data (unlabelled), not both")
+    val = fit_to_model(load(p["val_data"], p), shape, True) if p.get("val_data") else None
+    if p.get("transfer_data"):
+        train = fit_to_model(load(p["transfer_data"], p), shape, p["quiet"]).unlabeled()
+    else:
+        train = fit_to_model(load(p["data"], p), shape, p["quiet"])
+        train.require_labels(f"distilling on --data {p['data']} (use --transfer-data for unlabelled inputs)")
+        if val is None and p["val_split"] > 0:
+            train, val = random_split(train, p["val_split"], p["seed"])
+    test = fit_to_model(load(p["test_data"], p, split="test"), shape, True) if p.get("test_data") else None
+    return train, val, test
+
+
+@click.command("distill")
+@config_option
+@click.option("--teacher", required=True, help="Teacher: a run folder or checkpoint (.safetensors, or a weights-only .pt state dict with --teacher-model).")
+@click.option("--teacher-model", default=None, help="Architecture of --teacher, only when it is a plain state dict.")
+@click.option("--student", required=True, help="Student architecture (see `transferkit models`), or a run folder/checkpoint to start from.")
+@click.option("--student-hidden", default=None, help="mlp student: hidden widths, e.g. 800,800.")
+@click.option("--student-dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="mlp/lenet student: dropout.")
+@click.option("--data", default=None, help="Labelled training inputs (see `transferkit datasets`).")
+@click.option("--transfer-data", default=None, help="Unlabelled transfer set: the teacher's outputs are the only labels.")
+@click.option("--val-data", default=None, help="Labelled validation data (default: hold out --val-split of --data).")
+@click.option("--val-split", type=click.FloatRange(0, 0.9), default=0.1, show_default=True, help="Fraction of --data held out for validation (0: none).")
+@click.option("--test-data", default=None, help="Labelled test data for the teacher-vs-student summary.")
+@click.option("--loss", multiple=True, help="NAME=WEIGHT, repeatable (default kd=1). Names: " + ", ".join(f"{k} ({v})" for k, v in LOSSES.items()))
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True, help="Softmax temperature T of kd and dkd.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="kd: weight of the soft targets; hard labels get 1 - alpha.")
+@click.option("--hint", multiple=True, help="TEACHER_LAYER:STUDENT_LAYER module paths for fitnet/at (repeatable), e.g. backbone.fc1:backbone.fc1.")
+@click.option("--hint-stage", type=click.Choice(HINT_STAGES), default="joint", show_default=True, help="fitnet/at: add hints throughout, or train them alone first.")
+@click.option("--hint-epochs", type=click.IntRange(0), default=1, show_default=True, help="Length of the hint stage with --hint-stage stagewise.")
+@click.option("--dkd-alpha", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--dkd-beta", type=click.FloatRange(min=0), default=8.0, show_default=True)
+@click.option("--no-cache", is_flag=True, default=False, help="Run the teacher online even without augmentation.")
+@click.option("--export", "export_formats", multiple=True, type=click.Choice(list(FORMATS)), help="Export the student (repeatable); each export is checked for equivalence.")
+@click.option("--export-tolerance", type=click.FloatRange(min=0), default=1e-3, show_default=True, help="Largest allowed absolute logit difference of an export.")
+@click.option("--no-latency", is_flag=True, default=False, help="Skip the CPU latency measurement in the summary.")
+@data_options
+@train_options
+@run_options
+@pass_params
+def distill_cmd(p: dict[str, Any]) -> None:
+    """Distil a large teacher into a small student.
+
+    \b
+    Example:
+      transferkit train --data digits --model mlp --epochs 20 --run-dir runs/teacher
+      transferkit distill --teacher runs/teacher --student mlp --student-hidden 32 \\
+          --data digits --loss kd=1 --temperature 4 --export torchscript --run-dir runs/student
+    """
+    p["command"] = "distill"
+    spec = _spec(p)
+    spec.validate()
+    start(p)
+    device = resolve_device(p["device"])
+    probe = load(p["data"] or p["transfer_data"], p) if p.get("teacher_model") and (p.get("data") or p.get("transfer_data")) else None
+    teacher = load_teacher(p["teacher"], p.get("teacher_model"), probe)
+    shape = teacher.spec["input_shape"]
+    train, val, test = _data(p, shape)
+    kw: dict[str, Any] = {}
+    if p.get("student_hidden"):
+        kw["hidden"] = parse_hidden(p["student_hidden"])
+    if p.get("student_dropout") is not None:
+        kw["dropout"] = p["student_dropout"]
+    try:
+        student = make_student(p["student"], teacher, **kw)
+    except TypeError as exc:
+        raise TransferkitError(f"--student {p['student']} does not take these options: {exc}") from None
+    run = open_run(p, "distill")
+    trainer, result = distill(
+        teacher, student, train, val, spec, train_config(p), p["batch_size"], augment_from(p), run, device,
+        verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"],
+    )
+    summary: dict[str, Any] = {
+        "family": "distill", "method": "+".join(f"{k}={v:g}" for k, v in spec.losses.items()),
+        "command": "distill", "teacher": str(p["teacher"]), "student": p["student"],
+        "unlabelled_transfer_set": bool(p.get("transfer_data")), "teacher_cached": spec.cache_teacher and not augment_from(p).active,
+        "best_epoch": result.best_epoch, "best_score": result.best_score, "select_by": trainer.select_name,
+        "epochs_run": len(result.history), "wall_s": result.wall_s, "parameters": parameter_count(student),
+    }
+    if result.last.get("val"):
+        summary["val"] = {k: v for k, v in result.last["val"].items() if k != "per_class_acc"}
+    ref = test or val or train
+    where = ref.name if ref is test or (ref is val and p.get("val_data")) else (
+        f"the validation split of {ref.name}" if ref is val else f"the training inputs {ref.name}")
+    cmp = compare(teacher.cpu(), student.cpu(), ref.x, ref.y, latency=not p["no_latency"])
+    summary["comparison"] = {"data": where, **cmp}
+    print(f"teacher vs student on {where} ({cmp['n']} inputs):")
+    cols = ["model", "acc", "agree", "params", "size"] + [k for k in summary_rows(cmp)[0] if k.startswith("cpu")]
+    print(echo_table(summary_rows(cmp), cols))
+    if test is not None:
+        summary["test"] = {k: v for k, v in evaluate(student, test).items() if k != "per_class_acc"}
+    exports = []
+    try:
+        for fmt in p.get("export_formats") or []:
+            check = export_model(student, ref.x, Path(run.path) / f"student{FORMATS[fmt]}", fmt, p["export_tolerance"])
+            print(check.line())
+            exports.append(vars(check))
+    finally:
+        summary["exports"] = exports
+        run.write_summary(summary)
+        print(f"run folder: {run.path}")
+
+
+@click.command("export")
+@config_option
+@click.option("--model-from", required=True, help="A run folder or checkpoint.")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="torchscript", show_default=True)
+@click.option("--data", required=True, help="Real inputs for the equivalence check (labels unused).")
+@click.option("--output", required=True, help="File to write (.pt for TorchScript, .onnx for ONNX).")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-3, show_default=True, help="Largest allowed absolute logit difference.")
+@click.option("--overwrite", is_flag=True, default=False, help="Replace --output if it exists.")
+@data_options
+@pass_params
+def export_cmd(p: dict[str, Any]) -> None:
+    """Export a model to TorchScript or ONNX and check it against the original on real inputs.
+
+    \b
+    Example:
+      transferkit export --model-from runs/student --format onnx --data digits --output student.onnx
+    """
+    out = guard_output(p["output"], p["overwrite"])
+    model = load_model(p["model_from"])
+    data = fit_to_model(load(p["data"], p, split="test"), model.spec["input_shape"], True)
+    check = export_model(model, data.x, out, p["fmt"], p["tolerance"])
+    print(check.line())
+    print(f"check saved to {out.with_name(out.name + '.check.json')}", file=sys.stderr)
+
+
+COMMANDS = [distill_cmd, export_cmd]

@@ -1,0 +1,273 @@
+"""Distil a teacher into a student: the Python entry point.
+
+>>> from transferkit.distill import DistillSpec, distill
+>>> trainer, result = distill(teacher, student, train, val, DistillSpec(losses={"kd": 1.0}, temperature=4))
+
+Any ``nn.Module`` mapping a batch to (N, C) logits can be the teacher or the
+student; a :class:`~transferkit.models.Classifier` also exposes its
+penultimate features to ``rkd``. Train on labelled data, or on an unlabelled
+transfer set (``train.y is None``) where the teacher's outputs are the only labels.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import Augment, TensorData, check_labels, index_batches
+from ..engine import RunDir, TrainConfig, Trainer
+from ..engine.evaluate import evaluate
+from ..errors import TransferkitError
+from ..models import Classifier, create_model, load_model, read_checkpoint
+from .cache import TeacherCache
+from .losses import (
+    LOSSES,
+    AttentionTransfer,
+    CrossEntropy,
+    DistillLoss,
+    DKDLoss,
+    FitNetLoss,
+    KDLoss,
+    RKDLoss,
+    parse_losses,
+)
+from .method import Distill, forward_outputs, hooks_for
+
+HINT_STAGES = ("joint", "stagewise")
+
+
+@dataclass
+class DistillSpec:
+    """What the student learns from: losses by name and weight, and their settings.
+
+    Attributes:
+        losses: ``{"kd": 1.0, "fitnet": 0.5, ...}`` (names in ``LOSSES``).
+        temperature: softmax temperature of ``kd`` and ``dkd``.
+        alpha: ``kd``'s soft-target weight; the hard-label CE inside ``kd`` gets ``1 - alpha``.
+        hints: ``"teacher.layer:student.layer"`` pairs for ``fitnet`` and ``at``.
+        hint_stage: ``joint`` or ``stagewise`` (hints alone for ``hint_epochs``, then the rest).
+        cache_teacher: reuse teacher outputs computed once when there is no random augmentation.
+    """
+
+    losses: dict[str, float] = field(default_factory=lambda: {"kd": 1.0})
+    temperature: float = 4.0
+    alpha: float = 0.9
+    hints: list[str] = field(default_factory=list)
+    hint_stage: str = "joint"
+    hint_epochs: int = 1
+    dkd_alpha: float = 1.0
+    dkd_beta: float = 8.0
+    rkd_distance: float = 25.0
+    rkd_angle: float = 50.0
+    at_p: float = 2.0
+    cache_teacher: bool = True
+
+    def validate(self) -> None:
+        self.losses = parse_losses(self.losses)
+        if self.hint_stage not in HINT_STAGES:
+            raise TransferkitError(f"unknown hint stage '{self.hint_stage}'; known hint stages: {', '.join(HINT_STAGES)}")
+        needs = [k for k in ("fitnet", "at") if k in self.losses]
+        if needs and not self.hints:
+            raise TransferkitError(f"{', '.join(needs)} needs layer pairs: add --hint TEACHER_LAYER:STUDENT_LAYER")
+        if self.hint_stage == "stagewise" and not needs:
+            raise TransferkitError("--hint-stage stagewise needs a hint loss (fitnet or at) in --loss")
+        if self.hint_epochs < 0:
+            raise TransferkitError(f"hint_epochs must be >= 0, got {self.hint_epochs}")
+        self.hint_pairs()
+
+    def hint_pairs(self) -> list[tuple[str, str]]:
+        pairs = []
+        for h in self.hints:
+            t, sep, s = str(h).partition(":")
+            if not sep or not t or not s:
+                raise TransferkitError(f"hint '{h}' must be TEACHER_LAYER:STUDENT_LAYER, e.g. backbone.fc1:backbone.fc1")
+            pairs.append((t.strip(), s.strip()))
+        return pairs
+
+
+def build_losses(spec: DistillSpec, teacher: nn.Module, student: nn.Module, sample: torch.Tensor) -> dict[str, DistillLoss]:
+    """Loss modules for ``spec``; FitNet's regressors are sized by one forward pass on ``sample``."""
+    out: dict[str, DistillLoss] = {}
+    for name in spec.losses:
+        if name == "ce":
+            out[name] = CrossEntropy()
+        elif name == "kd":
+            out[name] = KDLoss(spec.temperature, spec.alpha)
+        elif name == "at":
+            out[name] = AttentionTransfer(spec.at_p)
+        elif name == "rkd":
+            out[name] = RKDLoss(spec.rkd_distance, spec.rkd_angle)
+        elif name == "dkd":
+            out[name] = DKDLoss(spec.dkd_alpha, spec.dkd_beta, spec.temperature)
+        elif name == "fitnet":
+            pairs = spec.hint_pairs()
+            with torch.no_grad():
+                t = forward_outputs(teacher.eval(), sample, hooks_for(teacher, [a for a, _ in pairs], "teacher hint"))
+                was = student.training
+                s = forward_outputs(student.eval(), sample, hooks_for(student, [b for _, b in pairs], "student guided"))
+                student.train(was)
+            out[name] = FitNetLoss.for_shapes(s.hints, t.hints)
+        else:  # pragma: no cover - parse_losses rejects unknown names
+            raise TransferkitError(f"unknown distillation loss '{name}'; known: {', '.join(LOSSES)}")
+    return out
+
+
+@torch.no_grad()
+def check_pair(teacher: nn.Module, student: nn.Module, sample: torch.Tensor) -> int:
+    """Both networks must accept the inputs and predict the same number of classes; returns it."""
+    outs = {}
+    for role, m in (("teacher", teacher), ("student", student)):
+        was = m.training
+        m.eval()
+        try:
+            outs[role] = m(sample)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise TransferkitError(f"the {role} cannot take inputs of shape {tuple(sample.shape[1:])}: {first}") from None
+        finally:
+            m.train(was)
+        if outs[role].dim() != 2:
+            raise TransferkitError(f"the {role} must return (N, classes) logits, got shape {tuple(outs[role].shape)}")
+    ct, cs = outs["teacher"].shape[1], outs["student"].shape[1]
+    if ct != cs:
+        raise TransferkitError(
+            f"the teacher predicts {ct} classes but the student {cs}; build the student with {ct} outputs "
+            "(distillation matches class scores one to one)"
+        )
+    return int(ct)
+
+
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    train: TensorData,
+    val: TensorData | None = None,
+    spec: DistillSpec | None = None,
+    config: TrainConfig | None = None,
+    batch_size: int = 64,
+    augment: Augment | None = None,
+    run: RunDir | None = None,
+    device: str | torch.device = "cpu",
+    verbose: bool = True,
+    callbacks: list[Any] | None = None,
+    resume: bool = False,
+    cache: TeacherCache | None = None,
+) -> tuple[Trainer, Any]:
+    """Train ``student`` to imitate ``teacher`` on ``train`` (labelled, or unlabelled: ``train.y is None``).
+
+    Teacher outputs are computed once (or taken from ``cache``, built on ``train.x``) when
+    ``augment`` is inactive and ``spec.cache_teacher``; otherwise the teacher runs online on each
+    augmented batch. The best checkpoint (validation accuracy, or train loss without ``val``)
+    is loaded back into ``student``; returns the trainer and the fit result.
+    """
+    spec = spec or DistillSpec()
+    config = config or TrainConfig()
+    spec.validate()
+    device = torch.device(device) if isinstance(device, str) else device
+    if len(train) == 0:
+        raise TransferkitError(f"{train.name} is empty: nothing to distil on")
+    teacher.to(device).eval()
+    student.to(device)
+    train_d = train.to(device)
+    sample = train_d.x[: min(4, len(train_d))]
+    num_classes = check_pair(teacher, student, sample)
+    if train_d.y is not None:
+        check_labels(train_d, num_classes)
+    val_d = val.to(device) if val is not None else None
+    if val_d is not None:
+        check_labels(val_d, num_classes)
+    method = Distill(
+        student, teacher, build_losses(spec, teacher, student, sample), spec.losses,
+        spec.hint_pairs(), spec.hint_stage, spec.hint_epochs,
+    )
+    augment = augment if augment is not None and augment.active else None
+    if augment is None and spec.cache_teacher:
+        if cache is None:
+            cache = TeacherCache.build(teacher, train_d.x, method.teacher_hooks, keep_embedding="rkd" in spec.losses,
+                                       batch_size=config.eval_batch_size)
+        elif len(cache) != len(train_d):
+            raise TransferkitError(f"the teacher cache holds {len(cache)} examples but {train.name} has {len(train_d)}")
+        if verbose:
+            print(f"distill: teacher outputs cached once ({len(cache)} examples, {cache.nbytes / 1e6:.1f} MB, "
+                  f"{cache.seconds:.1f}s); the teacher does not run during training", file=sys.stderr)
+    else:
+        cache = None
+        if verbose:
+            why = "random augmentation is on" if augment is not None else "the cache is turned off"
+            print(f"distill: teacher runs online on every batch because {why}", file=sys.stderr)
+    y_all = train_d.y
+
+    def batches(epoch: int, gen: torch.Generator) -> Iterator[dict[str, Any]]:
+        for idx in index_batches(len(train_d), batch_size, True, gen, device=device):
+            x = train_d.x[idx]
+            if augment is not None:
+                x = augment(x, gen)
+            yield {"x": x, "y": None if y_all is None else y_all[idx],
+                   "teacher": cache.slice(idx) if cache is not None else None}
+
+    trainer = Trainer(
+        method, config, batches, -(-len(train_d) // batch_size),
+        validate=(lambda m: evaluate(m.model, val_d, config.eval_batch_size)) if val_d is not None else None,
+        run=run, device=device, verbose=verbose, callbacks=callbacks,
+    )
+    if resume:
+        trainer.resume()
+    result = trainer.fit()
+    trainer.load_best()
+    return trainer, result
+
+
+# ------------------------------------------------------------ model loading
+def load_teacher(path: str | Path, arch: str | None = None, data: TensorData | None = None) -> Classifier:
+    """A teacher from a run folder or checkpoint; a plain state dict needs ``arch`` (and ``data`` for shapes)."""
+    p = Path(path)
+    if not p.exists():
+        raise TransferkitError(f"--teacher {path}: no such run folder or checkpoint file")
+    try:
+        state, info = read_checkpoint(p)
+    except TransferkitError as exc:
+        raise TransferkitError(f"--teacher {path} could not be read: {exc}") from None
+    if info.get("spec"):
+        return load_model(p)
+    if not arch:
+        raise TransferkitError(
+            f"--teacher {path} is a foreign checkpoint (a plain state dict without a transferkit model "
+            "description); say which architecture it is with --teacher-model ARCH, or give a transferkit run folder"
+        )
+    if data is None:
+        raise TransferkitError("a plain state-dict teacher needs data to infer its input shape and classes")
+    model = create_model(arch, data.num_classes, data.input_shape, classes=data.classes)
+    try:
+        model.load_weights(state, strict=True)  # a teacher needs every weight, its head included
+    except TransferkitError as exc:
+        raise TransferkitError(f"--teacher {path} does not fit --teacher-model {arch}: {exc}") from None
+    return model
+
+
+def make_student(arch_or_path: str, teacher: Classifier, **kwargs: Any) -> Classifier:
+    """A new student of architecture ``arch`` shaped like the teacher, or one loaded from a run folder/checkpoint."""
+    if Path(arch_or_path).exists():
+        return load_model(arch_or_path)
+    spec = teacher.spec
+    return create_model(arch_or_path, teacher.num_classes, spec["input_shape"], classes=teacher.classes, **kwargs)
+
+
+def parse_hidden(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``"800,800"`` -> ``(800, 800)``."""
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str):
+        return tuple(int(v) for v in text)
+    try:
+        out = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise TransferkitError(f"--student-hidden must be comma-separated widths such as 800,800, got '{text}'") from None
+    if not out or min(out) < 1:
+        raise TransferkitError(f"--student-hidden must be positive widths such as 800,800, got '{text}'")
+    return out
