@@ -248,7 +248,7 @@ def test_cli_distill_end_to_end(teacher_run: Path, tmp_path: Path, capsys) -> No
     ])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "teacher vs student" in out and "cpu ms b256" in out
+    assert "teacher vs student" in out and "1-thread ms b256" in out
     s = json.loads((run / "summary.json").read_text())
     assert s["family"] == "distill" and s["method"] == "kd=1+ce=0.1" and s["teacher_cached"] is True
     cmp = s["comparison"]

@@ -22,9 +22,15 @@ def size_on_disk(model: nn.Module) -> int:
 
 @torch.no_grad()
 def cpu_latency_ms(model: nn.Module, example: Tensor, batch_size: int, repeats: int = 10, warmup: int = 2) -> float:
-    """Median wall time (ms) of one eval-mode forward pass on the CPU for a batch of ``batch_size``."""
+    """Median wall time (ms) of one eval-mode forward pass on one CPU thread for a batch of ``batch_size``.
+
+    One thread makes the number comparable between models and robust to a busy machine
+    (several threads on shared cores mostly measure waiting for each other).
+    """
     device = next(model.parameters()).device
     was = model.training
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     model.to("cpu").eval()
     reps = -(-batch_size // len(example))
     x = example.cpu().repeat(reps, *([1] * (example.dim() - 1)))[:batch_size].contiguous()
@@ -38,6 +44,7 @@ def cpu_latency_ms(model: nn.Module, example: Tensor, batch_size: int, repeats: 
             times.append((time.perf_counter() - t0) * 1000)
     finally:
         model.to(device).train(was)
+        torch.set_num_threads(threads)
     return statistics.median(times)
 
 
@@ -80,7 +87,7 @@ def summary_rows(cmp: dict[str, Any]) -> list[dict[str, Any]]:
         row = {"model": name, "params": f"{r['parameters']:,}", "size": f"{r['size_bytes'] / 1e6:.2f} MB"}
         row["acc"] = f"{r['acc']:.2f}%" if "acc" in r else "-"
         for k in sorted(k for k in r if k.startswith("latency_ms_b")):
-            row["cpu ms b" + k.removeprefix("latency_ms_b")] = f"{r[k]:.2f}"
+            row["1-thread ms b" + k.removeprefix("latency_ms_b")] = f"{r[k]:.2f}"
         rows.append(row)
     rows[1]["agree"] = f"{cmp['agreement']:.2f}%"
     rows[0]["agree"] = ""
