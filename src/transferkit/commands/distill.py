@@ -144,7 +144,7 @@ def distill_cmd(p: dict[str, Any]) -> None:
     cmp = compare(teacher.cpu(), student.cpu(), ref.x, ref.y, latency=not p["no_latency"])
     summary["comparison"] = {"data": where, **cmp}
     print(f"teacher vs student on {where} ({cmp['n']} inputs):")
-    cols = ["model", "acc", "agree", "params", "size"] + [k for k in summary_rows(cmp)[0] if k.startswith("cpu")]
+    cols = ["model", "acc", "agree", "params", "size"] + [k for k in summary_rows(cmp)[0] if "ms b" in k]
     print(echo_table(summary_rows(cmp), cols))
     if test is not None:
         summary["test"] = {k: v for k, v in evaluate(student, test).items() if k != "per_class_acc"}
