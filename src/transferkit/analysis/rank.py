@@ -1,0 +1,120 @@
+"""Rank candidate source models for a labelled target set with one forward pass each.
+
+>>> from transferkit.analysis import rank_models
+>>> rows = rank_models({"lenet-mnist": "runs/a", "mlp-usps": "runs/b"}, load_data("usps"))
+>>> rows[0]["model"]      # the best by LogME
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..data import TensorData, conform
+from ..errors import TransferkitError, unknown_name
+from ..models import Classifier, load_model, parameter_count
+from .transferability import h_score, leep, logme, nce
+
+SCORE_NAMES = ("logme", "leep", "nce", "h_score")
+SCORE_TITLES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "h_score": "H-score"}
+
+
+@torch.no_grad()
+def forward_features(model: Classifier, x: Tensor, batch_size: int = 512) -> tuple[Tensor, Tensor]:
+    """Features and logits of ``x`` in eval mode, in one pass (the model's mode is restored)."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    feats, logits = [], []
+    try:
+        for i in range(0, len(x), batch_size):
+            f, z = model.forward_all(x[i : i + batch_size].to(device))
+            feats.append(f.float().cpu())
+            logits.append(z.float().cpu())
+    finally:
+        model.train(was)
+    return torch.cat(feats), torch.cat(logits)
+
+
+def transferability_scores(features: Tensor, logits: Tensor, labels: Tensor) -> dict[str, float]:
+    """LogME, LEEP, NCE and H-score from one model's features and source-head logits.
+
+    H-score uses Ledoit-Wolf shrinkage of the feature covariance (``shrinkage="auto"``):
+    with few labels (N <= D) the plain score is always C - 1 and ranks nothing.
+    """
+    return {
+        "logme": float(logme(features, labels)),
+        "leep": leep(torch.softmax(logits.double(), 1), labels),
+        "nce": nce(logits.argmax(1), labels),
+        "h_score": h_score(features, labels, shrinkage="auto"),
+    }
+
+
+def fit_input(data: TensorData, shape: Sequence[int]) -> TensorData:
+    """Resize/convert ``data`` to a model's input shape, or explain why it cannot be."""
+    shape = tuple(int(s) for s in shape)
+    if tuple(data.input_shape) == shape:
+        return data
+    if data.is_image and len(shape) == 3:
+        return conform(data, shape[1], shape[0])
+    raise TransferkitError(f"{data.name} has inputs of shape {tuple(data.input_shape)} but the model expects {shape}")
+
+
+def _names(paths: Sequence[str]) -> list[str]:
+    short = [Path(p).stem if Path(p).suffix else Path(p).name for p in paths]
+    return [s if short.count(s) == 1 else str(p) for s, p in zip(short, paths, strict=True)]
+
+
+def rank_models(
+    models: Mapping[str, Classifier | str | Path] | Sequence[str | Path],
+    data: TensorData,
+    sort_by: str = "logme",
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, Any]]:
+    """Score every model on labelled ``data`` and return rows sorted best first.
+
+    ``models`` maps names to models (or run folders / checkpoints), or is a list
+    of run folders / checkpoints named by their folder or file name. All models
+    must take one input shape (so they see the same inputs); image data is
+    resized to it. Each row holds ``model``, ``arch``, ``parameters``, the four
+    scores and ``rank`` (1 = best by ``sort_by``).
+    """
+    if sort_by not in SCORE_NAMES:
+        raise unknown_name("score", sort_by, SCORE_NAMES)
+    if not isinstance(models, Mapping):
+        models = dict(zip(_names([str(m) for m in models]), models, strict=True))
+    if not models:
+        raise TransferkitError("rank needs at least one model: pass run folders or checkpoints with --models")
+    y = data.require_labels("ranking models by transferability")
+    classes = torch.unique(y)
+    if len(classes) < 2:
+        name = data.classes[int(classes[0])] if len(classes) and int(classes[0]) < len(data.classes) else "?"
+        raise TransferkitError(
+            f"{data.name} has a single class ('{name}', {len(y)} examples); transferability scores compare "
+            "how well features separate classes, so give a target set with at least 2 classes"
+        )
+    loaded = {k: (v if isinstance(v, Classifier) else load_model(v)) for k, v in models.items()}
+    shapes = {k: tuple(int(s) for s in m.spec.get("input_shape", ())) for k, m in loaded.items()}
+    if len(set(shapes.values())) > 1:
+        listing = ", ".join(f"{k} {s}" for k, s in shapes.items())
+        raise TransferkitError(
+            f"the models take different input shapes ({listing}); ranking compares models on the same "
+            "inputs, so rank models of one input shape at a time"
+        )
+    shape = next(iter(shapes.values()))
+    target = fit_input(data, shape) if shape else data
+    rows = []
+    for name, model in loaded.items():
+        model.to(device)
+        feats, logits = forward_features(model, target.x, batch_size)
+        rows.append({"model": name, "arch": model.spec.get("arch", "?"), "parameters": parameter_count(model),
+                     "feature_dim": int(feats.shape[1]), **transferability_scores(feats, logits, y)})
+    rows.sort(key=lambda r: -r[sort_by])
+    for i, r in enumerate(rows):
+        r["rank"] = i + 1
+    return rows
