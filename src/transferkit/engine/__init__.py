@@ -2,7 +2,7 @@
 
 from .callbacks import Callback, ProgressBar
 from .evaluate import confusion_matrix, evaluate, metrics_from_logits, predict_logits
-from .loop import FitResult, Trainer, TrainConfig, epoch_generator
+from .loop import FitResult, TrainConfig, Trainer, epoch_generator
 from .method import Method, StepInfo, Supervised
 from .run import RunDir
 from .runtime import resolve_device, seed_everything

@@ -38,7 +38,7 @@ class ProgressBar(Callback):
             self.bar = None
         if trainer.is_main and trainer.verbose:
             parts = [f"epoch {record['epoch'] + 1}/{trainer.config.epochs}", f"loss {record['train']['loss']:.4f}"]
-            if "val" in record:
+            if "acc" in record.get("val", {}):
                 parts.append(f"val acc {record['val']['acc']:.2f}%")
             if "score" in record and trainer.select_name not in ("val_acc",):
                 parts.append(f"{trainer.select_name} {record['score']:.4f}")

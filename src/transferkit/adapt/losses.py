@@ -1,0 +1,218 @@
+"""Alignment losses and adversarial parts, each a small ``nn.Module``.
+
+Everything here works on batches of features ``(N, D)``; nothing loops over
+samples. The methods in :mod:`transferkit.adapt.methods` combine these with a
+classifier and a weight schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import TransferkitError
+
+MMD_ESTIMATES = ("biased", "unbiased", "linear")
+
+
+# --------------------------------------------------------------------------- MMD
+def gaussian_kernels(x: Tensor, y: Tensor, sigmas2: Tensor) -> Tensor:
+    """Sum over bandwidths of ``exp(-||x_i - y_j||^2 / (2 sigma_k^2))``: an (N, M) matrix."""
+    d2 = torch.cdist(x, y).pow(2)
+    return torch.exp(-d2.unsqueeze(0) / (2 * sigmas2.view(-1, 1, 1))).sum(0)
+
+
+def bandwidths(xs: Tensor, xt: Tensor, multipliers: Sequence[float]) -> Tensor:
+    """sigma_k^2 = m_k * mean pairwise squared distance of the pooled batch (detached)."""
+    z = torch.cat([xs, xt]).detach()
+    n = len(z)
+    mean_d2 = torch.cdist(z, z).pow(2).sum() / max(1, n * n - n)
+    return mean_d2.clamp_min(1e-8) * torch.tensor(list(multipliers), dtype=z.dtype, device=z.device)
+
+
+def mmd2(xs: Tensor, xt: Tensor, sigmas2: Tensor, estimate: str = "biased") -> Tensor:
+    """Squared MMD with the multi-kernel k = sum_k exp(-||a-b||^2 / 2 sigma_k^2).
+
+    biased:   1/n^2 sum k(s_i,s_j) + 1/m^2 sum k(t_i,t_j) - 2/(nm) sum k(s_i,t_j)
+    unbiased: the within-domain sums leave out i = j and divide by n(n-1), m(m-1)
+    linear:   Gretton et al. (2012) linear-time estimate over consecutive pairs,
+              1/(n/2) sum_i k(s_2i,s_2i+1) + k(t_2i,t_2i+1) - k(s_2i,t_2i+1) - k(s_2i+1,t_2i)
+    """
+    if estimate == "linear":
+        n = (min(len(xs), len(xt)) // 2) * 2
+        if n < 2:
+            raise TransferkitError("the linear-time MMD estimate needs at least 2 samples per domain")
+        s1, s2, t1, t2 = xs[0:n:2], xs[1:n:2], xt[0:n:2], xt[1:n:2]
+
+        def k(a: Tensor, b: Tensor) -> Tensor:
+            d2 = (a - b).pow(2).sum(1)
+            return torch.exp(-d2.unsqueeze(0) / (2 * sigmas2.view(-1, 1))).sum(0)
+
+        return (k(s1, s2) + k(t1, t2) - k(s1, t2) - k(s2, t1)).mean()
+    kss, ktt, kst = gaussian_kernels(xs, xs, sigmas2), gaussian_kernels(xt, xt, sigmas2), gaussian_kernels(xs, xt, sigmas2)
+    n, m = len(xs), len(xt)
+    if estimate == "unbiased":
+        if n < 2 or m < 2:
+            raise TransferkitError("the unbiased MMD estimate needs at least 2 samples per domain")
+        ss = (kss.sum() - kss.diagonal().sum()) / (n * (n - 1))
+        tt = (ktt.sum() - ktt.diagonal().sum()) / (m * (m - 1))
+        return ss + tt - 2 * kst.mean()
+    if estimate != "biased":
+        raise TransferkitError(f"unknown MMD estimate '{estimate}'; known: {', '.join(MMD_ESTIMATES)}")
+    return kss.mean() + ktt.mean() - 2 * kst.mean()
+
+
+class MultiKernelMMD(nn.Module):
+    """Multi-kernel maximum mean discrepancy (MK-MMD) of DAN.
+
+    ``MMD^2(P_s, P_t) = || E_s phi(x) - E_t phi(x) ||^2_H`` for the kernel
+    ``k = sum_u k_{sigma_u}``, a family of Gaussian kernels whose bandwidths are
+    ``multipliers`` times the mean pairwise squared distance of the batch.
+
+    Long, Cao, Wang, Jordan. "Learning Transferable Features with Deep
+    Adaptation Networks." ICML 2015. Linear-time estimate: Gretton et al.,
+    "Optimal kernel choice for large-scale two-sample tests", NeurIPS 2012.
+    """
+
+    def __init__(self, multipliers: Sequence[float] = (0.125, 0.25, 0.5, 1.0, 2.0), estimate: str = "unbiased"):
+        super().__init__()
+        if estimate not in MMD_ESTIMATES:
+            raise TransferkitError(f"unknown MMD estimate '{estimate}'; known: {', '.join(MMD_ESTIMATES)}")
+        self.multipliers = tuple(float(m) for m in multipliers)
+        self.estimate = estimate
+
+    def forward(self, xs: Tensor, xt: Tensor) -> Tensor:
+        xs, xt = xs.flatten(1), xt.flatten(1)
+        return mmd2(xs, xt, bandwidths(xs, xt, self.multipliers), self.estimate)
+
+
+# ------------------------------------------------------------------------- CORAL
+def covariance(x: Tensor) -> Tensor:
+    """Unbiased covariance ``(X - mean)^T (X - mean) / (n - 1)`` of an (N, D) batch."""
+    xc = x - x.mean(0, keepdim=True)
+    return xc.T @ xc / max(1, len(x) - 1)
+
+
+class CORALLoss(nn.Module):
+    """Deep CORAL: ``L = ||C_s - C_t||_F^2 / (4 d^2)`` with C the feature covariances.
+
+    Sun and Saenko. "Deep CORAL: Correlation Alignment for Deep Domain
+    Adaptation." ECCV 2016 workshops.
+    """
+
+    def forward(self, xs: Tensor, xt: Tensor) -> Tensor:
+        xs, xt = xs.flatten(1), xt.flatten(1)
+        d = xs.shape[1]
+        return (covariance(xs) - covariance(xt)).pow(2).sum() / (4 * d * d)
+
+
+# ------------------------------------------------------------ adversarial parts
+class _ReverseGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, coeff: float) -> Tensor:  # type: ignore[override]
+        ctx.coeff = coeff
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return -ctx.coeff * grad, None
+
+
+def grad_reverse(x: Tensor, coeff: float = 1.0) -> Tensor:
+    """Identity forward; multiplies the gradient by ``-coeff`` backward."""
+    return _ReverseGrad.apply(x, float(coeff))
+
+
+class GradientReversal(nn.Module):
+    """Gradient reversal layer R_lambda: R(x) = x, dR/dx = -lambda I.
+
+    Ganin and Lempitsky. "Unsupervised Domain Adaptation by Backpropagation." ICML 2015.
+    """
+
+    def __init__(self, coeff: float = 1.0):
+        super().__init__()
+        self.coeff = coeff
+
+    def forward(self, x: Tensor) -> Tensor:
+        return grad_reverse(x, self.coeff)
+
+
+class DomainDiscriminator(nn.Module):
+    """MLP ``D: R^d -> R`` giving the logit that an input comes from the source domain."""
+
+    def __init__(self, in_features: int, hidden: int = 500, layers: int = 2):
+        super().__init__()
+        mods: list[nn.Module] = []
+        d = in_features
+        for _ in range(layers):
+            mods += [nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(0.5)]
+            d = hidden
+        mods.append(nn.Linear(d, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).squeeze(1)
+
+
+def domain_bce(d_s: Tensor, d_t: Tensor, w_s: Tensor | None = None, w_t: Tensor | None = None) -> Tensor:
+    """Domain classification loss: source labelled 1, target 0 (optionally weighted per sample)."""
+    ls = F.binary_cross_entropy_with_logits(d_s, torch.ones_like(d_s), weight=w_s)
+    lt = F.binary_cross_entropy_with_logits(d_t, torch.zeros_like(d_t), weight=w_t)
+    return 0.5 * (ls + lt)
+
+
+def entropy(probs: Tensor, eps: float = 1e-8) -> Tensor:
+    """Per-row Shannon entropy ``H(p) = -sum_c p_c log p_c``."""
+    return -(probs * torch.log(probs + eps)).sum(1)
+
+
+class MultilinearMap(nn.Module):
+    """CDAN conditioning: ``T(f, g) = f (x) g`` (outer product, flattened), or its
+    randomized version ``(R_f f) * (R_g g) / sqrt(d)`` when ``f (x) g`` would be
+    wider than ``max_dim``. The random matrices are fixed buffers.
+
+    Long, Cao, Wang, Jordan. "Conditional Adversarial Domain Adaptation." NeurIPS 2018.
+    """
+
+    def __init__(self, feature_dim: int, num_classes: int, max_dim: int = 4096, random_dim: int = 1024):
+        super().__init__()
+        self.randomized = feature_dim * num_classes > max_dim
+        self.out_features = random_dim if self.randomized else feature_dim * num_classes
+        if self.randomized:
+            g = torch.Generator().manual_seed(0)
+            self.register_buffer("rf", torch.randn(feature_dim, random_dim, generator=g))
+            self.register_buffer("rg", torch.randn(num_classes, random_dim, generator=g))
+
+    def forward(self, f: Tensor, g: Tensor) -> Tensor:
+        if self.randomized:
+            return (f @ self.rf) * (g @ self.rg) / math.sqrt(self.out_features)
+        return torch.bmm(g.unsqueeze(2), f.unsqueeze(1)).flatten(1)
+
+
+class MCCLoss(nn.Module):
+    """Minimum Class Confusion on target predictions.
+
+    With ``Y = softmax(logits / T)``, entropy weights ``w_i = 1 + exp(-H(Y_i))``
+    rescaled to sum to N, the class confusion ``C = Y^T diag(w) Y``, column-normalised
+    ``C_jk / sum_j C_jk``; ``L = (sum_jk C_jk - tr C) / |classes|``.
+
+    Jin, Wang, Long, Wang. "Minimum Class Confusion for Versatile Domain
+    Adaptation." ECCV 2020.
+    """
+
+    def __init__(self, temperature: float = 2.5):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, logits: Tensor) -> Tensor:
+        n, c = logits.shape
+        y = F.softmax(logits / self.temperature, dim=1)
+        w = 1 + torch.exp(-entropy(y))
+        w = (n * w / w.sum()).unsqueeze(1)
+        conf = (y * w).T @ y
+        conf = conf / conf.sum(0, keepdim=True)
+        return (conf.sum() - conf.trace()) / c

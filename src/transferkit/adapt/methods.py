@@ -1,0 +1,290 @@
+"""Deep domain-adaptation methods: one :class:`~transferkit.engine.Method` each.
+
+A batch is ``((xs, ys), xt)``: a labelled source batch and an unlabelled target
+batch. Every method returns the source cross-entropy plus its transfer term,
+weighted by a :class:`~transferkit.adapt.schedules.WeightSchedule` of the
+training progress, so the logged terms are exactly what was optimised. Any
+:class:`~transferkit.models.Classifier` (any backbone) can be adapted.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import functional_call
+
+from ..engine import Method, StepInfo
+from ..errors import TransferkitError
+from ..models import Classifier, FeatureHooks
+from .losses import (
+    CORALLoss,
+    DomainDiscriminator,
+    MCCLoss,
+    MultiKernelMMD,
+    MultilinearMap,
+    domain_bce,
+    entropy,
+    grad_reverse,
+)
+from .schedules import WeightSchedule
+
+Batch = tuple[tuple[Tensor, Tensor], Tensor]
+
+
+class AdaptMethod(Method):
+    """Base: ``L = CE(source) + lambda(p) * L_transfer``; subclasses define the transfer term."""
+
+    name = "adapt"
+    default_schedule = WeightSchedule("constant", 1.0)
+
+    def __init__(self, model: Classifier, schedule: WeightSchedule | None = None):
+        super().__init__(model)
+        self.schedule = schedule or self.default_schedule
+
+    def forward_both(self, xs: Tensor, xt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Features and logits of both domains from one pass over the concatenated batch."""
+        f, logits = self.model.forward_all(torch.cat([xs, xt]))
+        n = len(xs)
+        return f[:n], f[n:], logits[:n], logits[n:]
+
+    def transfer(self, fs: Tensor, ft: Tensor, ls: Tensor, lt: Tensor, info: StepInfo) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def training_losses(self, batch: Batch, info: StepInfo) -> dict[str, Tensor]:
+        (xs, ys), xt = batch
+        fs, ft, ls, lt = self.forward_both(xs, xt)
+        out = {"ce": F.cross_entropy(ls, ys)}
+        out.update(self.transfer(fs, ft, ls, lt, info))
+        return out
+
+
+class SourceOnly(Method):
+    """Train on the labelled source only: ``L = CE(f(x_s), y_s)``. The baseline every
+    method must beat, and ADDA's first stage. Target batches, if any, are ignored."""
+
+    name = "source-only"
+
+    def training_losses(self, batch: Any, info: StepInfo) -> dict[str, Tensor]:
+        (xs, ys), _ = batch if isinstance(batch[0], tuple | list) else (batch, None)
+        return {"ce": F.cross_entropy(self.model(xs), ys)}
+
+
+class DAN(AdaptMethod):
+    """Deep Adaptation Network: MK-MMD on several layers.
+
+    ``L = CE + lambda(p) sum_{l in layers} MK-MMD^2(h^l_s, h^l_t)``, layers being
+    ``features`` (after the bottleneck), ``logits`` and/or module paths such as
+    ``backbone.fc`` (captured with forward hooks). ``estimate`` chooses the
+    biased, unbiased or linear-time MMD estimate.
+
+    Long, Cao, Wang, Jordan. "Learning Transferable Features with Deep
+    Adaptation Networks." ICML 2015.
+    """
+
+    name = "dan"
+
+    def __init__(self, model: Classifier, schedule: WeightSchedule | None = None,
+                 layers: Sequence[str] = ("features", "logits"), estimate: str = "unbiased"):
+        super().__init__(model, schedule)
+        self.layers = list(layers)
+        self.hooked = [name for name in self.layers if name not in ("features", "logits")]
+        FeatureHooks(model, self.hooked)  # fails early on a bad module path
+        self.mmd = MultiKernelMMD(estimate=estimate)
+
+    def training_losses(self, batch: Batch, info: StepInfo) -> dict[str, Tensor]:
+        (xs, ys), xt = batch
+        n = len(xs)
+        with FeatureHooks(self.model, self.hooked) as hooked:
+            fs, ft, ls, lt = self.forward_both(xs, xt)
+        total = fs.new_zeros(())
+        for name in self.layers:
+            if name == "features":
+                a, b = fs, ft
+            elif name == "logits":
+                a, b = ls, lt
+            else:
+                h = hooked[name].flatten(1)
+                a, b = h[:n], h[n:]
+            total = total + self.mmd(a, b)
+        return {"ce": F.cross_entropy(ls, ys), "mmd": self.schedule(info.progress) * total}
+
+
+class DeepCORAL(AdaptMethod):
+    """Deep CORAL: ``L = CE + lambda(p) ||C_s - C_t||_F^2 / (4 d^2)`` on the features.
+
+    Sun and Saenko. "Deep CORAL: Correlation Alignment for Deep Domain
+    Adaptation." ECCV 2016 workshops.
+    """
+
+    name = "deep-coral"
+
+    def __init__(self, model: Classifier, schedule: WeightSchedule | None = None):
+        super().__init__(model, schedule)
+        self.coral = CORALLoss()
+
+    def transfer(self, fs: Tensor, ft: Tensor, ls: Tensor, lt: Tensor, info: StepInfo) -> dict[str, Tensor]:
+        return {"coral": self.schedule(info.progress) * self.coral(fs, ft)}
+
+
+class DANN(AdaptMethod):
+    """Domain-adversarial training with a gradient reversal layer.
+
+    ``min_{F,C} max_D  CE(C(F(x_s)), y_s) - L_d(D(R_lambda(F(x))))`` where L_d is
+    the binary domain cross-entropy and R_lambda reverses gradients scaled by
+    ``lambda(p) = 2 / (1 + exp(-10 p)) - 1`` (the default schedule).
+
+    Ganin et al. "Domain-Adversarial Training of Neural Networks." JMLR 2016.
+    """
+
+    name = "dann"
+    default_schedule = WeightSchedule("dann", 1.0)
+
+    def __init__(self, model: Classifier, schedule: WeightSchedule | None = None, hidden: int = 500):
+        super().__init__(model, schedule)
+        self.discriminator = DomainDiscriminator(model.feature_dim, hidden)
+
+    def transfer(self, fs: Tensor, ft: Tensor, ls: Tensor, lt: Tensor, info: StepInfo) -> dict[str, Tensor]:
+        coeff = self.schedule(info.progress)
+        d = self.discriminator(grad_reverse(torch.cat([fs, ft]), coeff))
+        n = len(fs)
+        return {"domain": domain_bce(d[:n], d[n:])}
+
+
+class CDAN(AdaptMethod):
+    """Conditional adversarial adaptation with entropy conditioning (CDAN+E).
+
+    The discriminator sees ``T(f, g) = f (x) g`` (features times detached class
+    probabilities, randomized when wide) through a gradient reversal layer with
+    the DANN ramp; each sample is weighted by ``w = 1 + exp(-H(g))``, normalised
+    to mean 1 within its domain, so confident predictions count more.
+
+    Long, Cao, Wang, Jordan. "Conditional Adversarial Domain Adaptation." NeurIPS 2018.
+    """
+
+    name = "cdan"
+    default_schedule = WeightSchedule("dann", 1.0)
+
+    def __init__(self, model: Classifier, schedule: WeightSchedule | None = None, hidden: int = 500,
+                 entropy_conditioning: bool = True, max_dim: int = 4096):
+        super().__init__(model, schedule)
+        self.map = MultilinearMap(model.feature_dim, model.num_classes, max_dim)
+        self.discriminator = DomainDiscriminator(self.map.out_features, hidden)
+        self.entropy_conditioning = entropy_conditioning
+
+    def transfer(self, fs: Tensor, ft: Tensor, ls: Tensor, lt: Tensor, info: StepInfo) -> dict[str, Tensor]:
+        coeff = self.schedule(info.progress)
+        g = F.softmax(torch.cat([ls, lt]), 1).detach()
+        h = self.map(torch.cat([fs, ft]), g)
+        d = self.discriminator(grad_reverse(h, coeff))
+        n = len(fs)
+        ws = wt = None
+        if self.entropy_conditioning:
+            w = 1.0 + torch.exp(-entropy(g))
+            ws, wt = w[:n] / w[:n].mean(), w[n:] / w[n:].mean()
+        return {"domain": domain_bce(d[:n], d[n:], ws, wt)}
+
+
+class MCC(AdaptMethod):
+    """Minimum Class Confusion: ``L = CE + lambda(p) L_MCC(target logits)``.
+
+    Jin, Wang, Long, Wang. "Minimum Class Confusion for Versatile Domain
+    Adaptation." ECCV 2020.
+    """
+
+    name = "mcc"
+
+    def __init__(self, model: Classifier, schedule: WeightSchedule | None = None, temperature: float = 2.5):
+        super().__init__(model, schedule)
+        self.mcc = MCCLoss(temperature)
+
+    def transfer(self, fs: Tensor, ft: Tensor, ls: Tensor, lt: Tensor, info: StepInfo) -> dict[str, Tensor]:
+        return {"mcc": self.schedule(info.progress) * self.mcc(lt)}
+
+
+class ADDA(Method):
+    """Adversarial Discriminative Domain Adaptation, stage 2.
+
+    Stage 1 trains a source encoder M_s and classifier C on the source
+    (:class:`SourceOnly`). Stage 2 (this method) keeps M_s and C frozen, starts a
+    target encoder M_t = M_s and plays the inverted-label GAN game
+
+    ``min_D  -E_s log D(M_s(x_s)) - E_t log(1 - D(M_t(x_t)))``
+    ``min_{M_t}  -E_t log D(M_t(x_t))``
+
+    in one step: D's loss sees detached features; the encoder's loss goes
+    through D with its parameters detached, so each player moves only its own
+    parameters. The model trained (and checkpointed) is ``C(M_t(x))``.
+
+    Tzeng, Hoffman, Saenko, Darrell. "Adversarial Discriminative Domain
+    Adaptation." CVPR 2017.
+    """
+
+    name = "adda"
+
+    def __init__(self, model: Classifier, schedule: WeightSchedule | None = None, hidden: int = 500):
+        super().__init__(model)
+        self.schedule = schedule or WeightSchedule("constant", 1.0)
+        self.source_encoder = [copy.deepcopy(model).eval()]  # a list: not a sub-module, not optimised or saved
+        for p in self.source_encoder[0].parameters():
+            p.requires_grad_(False)
+        for p in model.head.parameters():
+            p.requires_grad_(False)
+        self.discriminator = DomainDiscriminator(model.feature_dim, hidden)
+
+    def _apply(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> ADDA:
+        super()._apply(fn, *args, **kw)
+        self.source_encoder[0]._apply(fn, *args, **kw)
+        return self
+
+    def training_losses(self, batch: Batch, info: StepInfo) -> dict[str, Tensor]:
+        (xs, _), xt = batch
+        with torch.no_grad():
+            fs = self.source_encoder[0].features(xs)
+        ft = self.model.features(xt)
+        d_loss = domain_bce(self.discriminator(fs), self.discriminator(ft.detach()))
+        frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+        d_t = functional_call(self.discriminator, frozen, (ft,))
+        g_loss = F.binary_cross_entropy_with_logits(d_t, torch.ones_like(d_t))
+        return {"discriminator": d_loss, "encoder": self.schedule(info.progress) * g_loss}
+
+
+MethodFactory = Callable[..., Method]
+
+ADAPT_METHODS: dict[str, type[Method]] = {
+    "source-only": SourceOnly,
+    "dan": DAN,
+    "deep-coral": DeepCORAL,
+    "dann": DANN,
+    "adda": ADDA,
+    "cdan": CDAN,
+    "mcc": MCC,
+}
+
+METHOD_DOCS: dict[str, str] = {
+    "source-only": "train on source labels only (baseline)",
+    "dan": "multi-kernel MMD on features and logits (Long et al. 2015)",
+    "deep-coral": "covariance alignment of features (Sun & Saenko 2016)",
+    "dann": "domain-adversarial, gradient reversal (Ganin et al. 2016)",
+    "adda": "source pre-training, then adversarial target encoder (Tzeng et al. 2017)",
+    "cdan": "conditional adversarial with entropy conditioning (Long et al. 2018)",
+    "mcc": "minimum class confusion on target predictions (Jin et al. 2020)",
+}
+
+
+def create_method(name: str, model: Classifier, schedule: WeightSchedule | None = None, **kw: Any) -> Method:
+    """Build a registered method around ``model``; ``kw`` goes to its constructor."""
+    from ..errors import unknown_name
+
+    if name not in ADAPT_METHODS:
+        raise unknown_name("adaptation method", name, ADAPT_METHODS)
+    cls = ADAPT_METHODS[name]
+    if cls is SourceOnly:
+        if kw:
+            raise TransferkitError(f"source-only takes no options, got {', '.join(kw)}")
+        return SourceOnly(model)
+    return cls(model, schedule, **kw)

