@@ -1,5 +1,6 @@
 """Data: named datasets, user sources, tensor batches, transforms."""
 
+from . import omniglot as _omniglot  # noqa: F401  (registers the omniglot dataset)
 from .datasets import DATASETS, load_csv, load_data, load_image_folder, load_npz, register_dataset
 from .tensors import (
     TensorData,

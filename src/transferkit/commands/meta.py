@@ -1,0 +1,296 @@
+"""``meta train``, ``meta eval`` and ``few-shot``: meta-learning from the command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+
+from ..data import TensorData, load_image_folder
+from ..data.datasets import IMAGE_SUFFIXES
+from ..engine import resolve_device
+from ..errors import TransferkitError
+from ..io import atomic_write, write_json
+from ..meta import (
+    LEARNERS,
+    EpisodeSampler,
+    MetaSpec,
+    SinusoidTasks,
+    build_learner,
+    few_shot_predict,
+    meta_train,
+    sinusoid_model,
+    split_classes,
+)
+from ..models import create_model, load_model, parameter_count
+from .common import (
+    callbacks,
+    compose,
+    config_option,
+    data_options,
+    echo_table,
+    guard_output,
+    load,
+    open_run,
+    pass_params,
+    run_options,
+    start,
+    train_config,
+    train_options,
+)
+
+SINUSOID = "sinusoid"
+
+task_options = compose(
+    click.option("--ways", type=click.IntRange(1), default=5, show_default=True, help="N: classes per episode."),
+    click.option("--shots", type=click.IntRange(1), default=1, show_default=True, help="K: labelled support examples per class."),
+    click.option("--queries", type=click.IntRange(1), default=15, show_default=True, help="Q: query examples per class."),
+)
+
+
+def _read_meta(run_dir: str) -> dict[str, Any]:
+    from ..io import load_yaml
+
+    path = Path(run_dir) / "meta.yaml"
+    if not path.is_file():
+        raise TransferkitError(f"{run_dir} is not a meta-learning run folder (no meta.yaml); train one with `transferkit meta train`")
+    return load_yaml(path)
+
+
+def _spec(p: dict[str, Any], loss: str) -> MetaSpec:
+    return MetaSpec(
+        method=p["method"], ways=p["ways"], shots=p["shots"], queries=p["queries"], meta_batch=p["meta_batch"],
+        inner_steps=p["inner_steps"], inner_lr=p["inner_lr"], eval_inner_steps=p["eval_inner_steps"],
+        first_order=p["first_order"], episodes_per_epoch=p["episodes_per_epoch"], val_episodes=p["val_episodes"],
+        rotations=p["rotations"], loss=loss,
+    )
+
+
+def _eval_line(m: dict[str, Any], what: str) -> str:
+    if "acc" in m:
+        return f"{what}: accuracy {m['acc']:.2f}% ± {m['ci95']:.2f} (95% interval, {m['episodes']} episodes)"
+    return f"{what}: MSE {m['mse']:.4f} ± {m['ci95']:.4f} (95% interval, {m['episodes']} episodes)"
+
+
+@click.group("meta")
+def meta_group() -> None:
+    """Meta-learning: MAML, first-order MAML, ANIL, Reptile, Prototypical Networks.
+
+    \b
+    Example (offline, sklearn digits: 10 classes, 6 for meta-train, 4 for meta-test):
+      transferkit meta train --data digits --method protonet --ways 3 --shots 1 \\
+          --test-fraction 0.4 --epochs 2 --run-dir runs/meta
+      transferkit meta eval --model-from runs/meta --ways 3 --shots 1 --episodes 600
+    """
+
+
+@meta_group.command("train")
+@config_option
+@click.option("--data", required=True, help="Labelled data whose classes become few-shot tasks (omniglot:small, digits, a folder...), or 'sinusoid' (MAML's regression demo).")
+@click.option("--method", type=click.Choice(list(LEARNERS)), default="protonet", show_default=True, help="; ".join(f"{k}: {v}" for k, v in LEARNERS.items()))
+@click.option("--model", "arch", default="conv4", show_default=True, help="Architecture (conv4 is the few-shot standard; mlp for feature tables).")
+@task_options
+@click.option("--meta-batch", type=click.IntRange(1), default=16, show_default=True, help="Tasks per meta-step (vmapped together).")
+@click.option("--inner-steps", type=click.IntRange(1), default=1, show_default=True, help="Inner-loop gradient steps while meta-training (MAML, ANIL, Reptile).")
+@click.option("--inner-lr", type=click.FloatRange(min=0, min_open=True), default=0.4, show_default=True, help="Inner-loop step size alpha.")
+@click.option("--eval-inner-steps", type=click.IntRange(1), default=None, help="Inner steps at evaluation (default: --inner-steps).")
+@click.option("--first-order", is_flag=True, default=False, help="MAML/ANIL: drop second derivatives (FOMAML).")
+@click.option("--rotations", is_flag=True, default=False, help="Add 90/180/270-degree rotations of each class as new classes (Omniglot convention).")
+@click.option("--split-by", type=click.Choice(["class", "alphabet"]), default="class", show_default=True, help="Split classes into meta-train/val/test individually, or by group (the part of the class name before '/', e.g. the Omniglot alphabet).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, help="Fraction of classes (or groups) for meta-validation (model selection).")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25, show_default=True, help="Fraction of classes (or groups) held out for meta-testing.")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the class split.")
+@click.option("--episodes-per-epoch", type=click.IntRange(1), default=100, show_default=True, help="Meta-batches per epoch.")
+@click.option("--val-episodes", type=click.IntRange(1), default=100, show_default=True, help="Validation episodes per epoch.")
+@click.option("--test-episodes", type=click.IntRange(0), default=600, show_default=True, help="Meta-test episodes after training (0: skip).")
+@data_options
+@train_options
+@run_options
+@pass_params
+def meta_train_cmd(p: dict[str, Any]) -> None:
+    """Meta-train a learner on episodes from the meta-train classes of --data."""
+    start(p)
+    device = resolve_device(p["device"])
+    sinusoid = p["data"] == SINUSOID
+    spec = _spec(p, "mse" if sinusoid else "ce")
+    spec.validate()
+    split_names: dict[str, list[str]] = {}
+    if sinusoid:
+        train_s: Any = SinusoidTasks(p["shots"], p["queries"], device=device)
+        val_s: Any = SinusoidTasks(p["shots"], p["queries"], device=device) if p["val_fraction"] > 0 else None
+        test_s: Any = SinusoidTasks(p["shots"], p["queries"], device=device)
+        model = sinusoid_model()
+    else:
+        data = load(p["data"], p)
+        data.require_labels(f"meta-learning on {p['data']}")
+        split = split_classes(data.classes, p["val_fraction"], p["test_fraction"], p["split_by"] == "alphabet", p["split_seed"])
+        split_names = {k: [data.classes[i] for i in v] for k, v in split.items()}
+        data = data.to(device)
+        train_s = EpisodeSampler(data, split["train"], p["ways"], p["shots"], p["queries"], p["rotations"])
+        val_s = EpisodeSampler(data, split["val"], p["ways"], p["shots"], p["queries"], p["rotations"]) if split["val"] else None
+        test_s = EpisodeSampler(data, split["test"], p["ways"], p["shots"], p["queries"], p["rotations"])
+        model = create_model(p["arch"], p["ways"], data.input_shape, classes=[f"way{i}" for i in range(p["ways"])])
+    learner = build_learner(model, spec)
+    run = open_run(p, "meta-train")
+    from ..io import dump_yaml
+
+    dump_yaml(run.path / "meta.yaml", {"data": p["data"], "spec": spec.to_dict(), "split_by": p["split_by"], "split": split_names})
+    trainer, result = meta_train(learner, train_s, spec, train_config(p), val_s, run, device, not p["quiet"], callbacks(p), p["resume"])
+    summary: dict[str, Any] = {
+        "family": "meta", "method": spec.method, "command": "meta train", "meta": spec.to_dict(),
+        "best_epoch": result.best_epoch, "best_score": result.best_score, "select_by": trainer.select_name,
+        "epochs_run": len(result.history), "wall_s": result.wall_s, "parameters": parameter_count(model),
+        "classes": {k: len(v) for k, v in split_names.items()},
+    }
+    if result.last.get("val"):
+        summary["val"] = result.last["val"]
+    if p["test_episodes"]:
+        m = learner.evaluate(test_s, p["test_episodes"], chunk=spec.meta_batch, seed=p["seed"])
+        summary["test"] = m
+        print(_eval_line(m, f"meta-test {p['ways']}-way {p['shots']}-shot"))
+    run.write_summary(summary)
+    print(f"run folder: {run.path}")
+
+
+@meta_group.command("eval")
+@config_option
+@click.option("--model-from", required=True, help="A run folder of `transferkit meta train`.")
+@click.option("--data", default=None, help="Data to draw test episodes from (default: the training data's meta-test classes).")
+@click.option("--classes", "which", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True, help="Which classes of the run's split to draw from (with another --data: all).")
+@click.option("--ways", type=click.IntRange(1), default=None, help="N (default: as trained; MAML-family models need the trained N).")
+@click.option("--shots", type=click.IntRange(1), default=None, help="K (default: as trained).")
+@click.option("--queries", type=click.IntRange(1), default=None, help="Q (default: as trained).")
+@click.option("--episodes", type=click.IntRange(1), default=600, show_default=True, help="Test episodes (>= 600 for the usual 95% interval).")
+@click.option("--inner-steps", type=click.IntRange(1), default=None, help="Inner steps at test time (default: the run's eval inner steps).")
+@click.option("--rotations/--no-rotations", default=None, help="Rotated classes too (default: as trained).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the test episodes.")
+@click.option("--output", default=None, help="Also write the result to this JSON file.")
+@click.option("--overwrite", is_flag=True, default=False, help="Replace --output if it exists.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@data_options
+@pass_params
+def meta_eval_cmd(p: dict[str, Any]) -> None:
+    """Few-shot accuracy with a 95% confidence interval over many test episodes."""
+    info = _read_meta(p["model_from"])
+    s = dict(info["spec"])
+    for k in ("ways", "shots", "queries"):
+        if p[k] is not None:
+            s[k] = p[k]
+    spec = MetaSpec(**s)
+    rotations = spec.rotations if p["rotations"] is None else p["rotations"]
+    device = resolve_device(p["device"])
+    if info["data"] == SINUSOID:
+        model = load_model(p["model_from"])
+        sampler: Any = SinusoidTasks(spec.shots, spec.queries, device=device)
+        name = SINUSOID
+    else:
+        model = load_model(p["model_from"])
+        data = load(p["data"] or info["data"], p)
+        data.require_labels("meta-evaluation")
+        if p["data"] is None and p["which"] != "all":
+            wanted = set(info["split"].get(p["which"], []))
+            if not wanted:
+                raise TransferkitError(f"the run has no '{p['which']}' classes; use --classes train/test/all")
+            classes = [i for i, c in enumerate(data.classes) if c in wanted]
+        else:
+            classes = list(range(data.num_classes))
+        shape = tuple(model.spec["input_shape"])
+        if data.input_shape != shape:
+            raise TransferkitError(f"{data.name} has inputs of shape {data.input_shape} but the model expects {shape}; pass --image-size/--channels")
+        sampler = EpisodeSampler(data.to(device), classes, spec.ways, spec.shots, spec.queries, rotations)
+        name = data.name
+    learner = build_learner(model, spec).to(device)
+    m = learner.evaluate(sampler, p["episodes"], chunk=spec.meta_batch, seed=p["seed"], steps=p["inner_steps"])
+    print(_eval_line(m, f"{spec.method} {spec.ways}-way {spec.shots}-shot on {name} ({p['which']} classes)"))
+    if p["output"]:
+        write_json(guard_output(p["output"], p["overwrite"]), {"data": name, "method": spec.method, "ways": spec.ways, "shots": spec.shots, "queries": spec.queries, **m})
+
+
+def load_query_images(folder: str | Path, shape: tuple[int, ...], quiet: bool = False) -> tuple[torch.Tensor, list[str]]:
+    """Every image under ``folder`` (sorted), converted to ``shape`` (C, H, W); a note when converting."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise TransferkitError(f"query folder {root} does not exist")
+    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise TransferkitError(f"query folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    c, h, w = (int(v) for v in shape)
+    mode = "L" if c == 1 else "RGB"
+    arrays, converted = [], []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                if im.mode != mode or im.size != (w, h):
+                    converted.append(f.name)
+                arr = np.asarray(im.convert(mode).resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise TransferkitError(f"cannot read query image {f}: {exc}; remove it from {root}") from None
+        arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    if converted and not quiet:
+        print(f"note: {len(converted)} query image(s) (e.g. {converted[0]}) converted to the model's input {c}x{h}x{w}", file=sys.stderr)
+    return torch.from_numpy(np.stack(arrays)), [str(f.relative_to(root)) for f in files]
+
+
+@click.command("few-shot")
+@click.option("--model-from", required=True, help="A meta-trained run folder (`transferkit meta train`).")
+@click.option("--support", required=True, type=click.Path(file_okay=False), help="Folder of labelled examples: support/<class>/<image>, one to a few per class.")
+@click.option("--query", required=True, type=click.Path(file_okay=False), help="Folder of images to classify.")
+@click.option("--output", required=True, help="CSV file to write (file, prediction, one probability per class).")
+@click.option("--overwrite", is_flag=True, default=False, help="Replace --output if it exists.")
+@click.option("--inner-steps", type=click.IntRange(1), default=None, help="Adaptation steps (MAML-family; default: the run's eval inner steps).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--quiet", is_flag=True, default=False)
+@pass_params
+def few_shot_cmd(p: dict[str, Any]) -> None:
+    """Adapt a meta-trained model to new classes from a few examples each, then label query images.
+
+    \b
+    Example:
+      transferkit few-shot --model-from runs/meta --support my_support/ --query my_images/ --output preds.csv
+    """
+    out = guard_output(p["output"], p["overwrite"])
+    info = _read_meta(p["model_from"])
+    if info["data"] == SINUSOID:
+        raise TransferkitError("few-shot labels images; a sinusoid run is a regression demo")
+    device = resolve_device(p["device"])
+    model = load_model(p["model_from"]).to(device)
+    shape = tuple(int(v) for v in model.spec["input_shape"])
+    if len(shape) != 3:
+        raise TransferkitError("few-shot with image folders needs a model trained on images")
+    try:  # an unreadable support image is an error here, not a skip
+        support: TensorData = load_image_folder(p["support"], image_size=None, channels=shape[0], on_bad_file="error")
+    except FileNotFoundError:
+        raise TransferkitError(f"support folder {p['support']} does not exist") from None
+    if support.input_shape != shape:
+        from ..data import conform
+
+        if not p["quiet"]:
+            print(f"note: support images {support.input_shape} converted to the model's input {shape}", file=sys.stderr)
+        support = conform(support, shape[1], shape[0])
+    qx, names = load_query_images(p["query"], shape, p["quiet"])
+    spec = MetaSpec(**info["spec"])
+    spec.ways = model.num_classes if spec.method != "protonet" else support.num_classes
+    learner = build_learner(model, spec).to(device)
+    probs = few_shot_predict(learner, support.x.to(device), support.y.to(device), qx.to(device), p["inner_steps"]).cpu()
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["file", "prediction", *[f"p_{c}" for c in support.classes]])
+    for name, row in zip(names, probs.tolist(), strict=True):
+        k = max(range(len(row)), key=row.__getitem__)
+        w.writerow([name, support.classes[k], *[f"{v:.6f}" for v in row]])
+    atomic_write(out, lambda path: path.write_text(buf.getvalue(), encoding="utf-8"))
+    counts = support.class_counts().tolist()
+    print(echo_table([{"class": c, "support": n} for c, n in zip(support.classes, counts, strict=True)], ["class", "support"]))
+    print(f"wrote {len(names)} predictions to {out}")
+
+
+COMMANDS = [meta_group, few_shot_cmd]

@@ -1,0 +1,37 @@
+"""Meta-learning: episode sampling and functional (torch.func) learners vmapped over tasks.
+
+Importing this package also registers the ``omniglot`` dataset.
+"""
+
+from ..data import omniglot as _omniglot  # noqa: F401  (registers the dataset)
+from .api import LEARNERS, MetaSpec, build_learner, few_shot_predict, meta_train
+from .episodes import Episode, EpisodeSampler, class_groups, rotate_batch, split_classes
+from .learner import MetaLearner, batch_stat_norm, use_batch_statistics
+from .maml import ANIL, MAML
+from .protonet import ProtoNet, prototypes, squared_distances
+from .reptile import Reptile
+from .sinusoid import SinusoidTasks, sinusoid_model
+
+__all__ = [
+    "ANIL",
+    "LEARNERS",
+    "MAML",
+    "Episode",
+    "EpisodeSampler",
+    "MetaLearner",
+    "MetaSpec",
+    "ProtoNet",
+    "Reptile",
+    "SinusoidTasks",
+    "batch_stat_norm",
+    "build_learner",
+    "class_groups",
+    "few_shot_predict",
+    "meta_train",
+    "prototypes",
+    "rotate_batch",
+    "sinusoid_model",
+    "split_classes",
+    "squared_distances",
+    "use_batch_statistics",
+]

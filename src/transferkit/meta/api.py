@@ -1,0 +1,150 @@
+"""Meta-learning from Python: build a learner, meta-train it through the engine, evaluate, adapt.
+
+>>> from transferkit.meta import MetaSpec, build_learner, meta_train, EpisodeSampler
+>>> learner = build_learner(model, MetaSpec(method="protonet", ways=5, shots=1))
+>>> trainer, result = meta_train(learner, train_sampler, spec, config, val_sampler=val_sampler)
+>>> learner.evaluate(test_sampler, episodes=600)          # {'acc': ..., 'ci95': ..., 'episodes': 600}
+>>> adapted = learner.adapt(support_x, support_y)          # one task
+>>> logits = learner.predict(adapted, query_x)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ..engine import RunDir, TrainConfig, Trainer
+from ..errors import TransferkitError, unknown_name
+from ..models import Classifier
+from .episodes import Episode
+from .learner import MetaLearner
+from .maml import ANIL, MAML
+from .protonet import ProtoNet
+from .reptile import Reptile
+
+LEARNERS: dict[str, str] = {
+    "protonet": "Prototypical Networks (Snell et al. 2017): nearest class mean in embedding space",
+    "maml": "MAML (Finn et al. 2017), second order; --first-order for FOMAML",
+    "fomaml": "first-order MAML (Finn et al. 2017, Sec. 5.2)",
+    "anil": "ANIL (Raghu et al. 2020): MAML adapting only the head",
+    "reptile": "Reptile (Nichol et al. 2018): move theta towards task-adapted weights",
+}
+
+
+@dataclass
+class MetaSpec:
+    """What to meta-learn and how: the learner, the task shape and the inner loop."""
+
+    method: str = "protonet"
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    meta_batch: int = 16
+    inner_steps: int = 1
+    inner_lr: float = 0.4
+    eval_inner_steps: int | None = None
+    first_order: bool = False
+    episodes_per_epoch: int = 100
+    val_episodes: int = 100
+    rotations: bool = False
+    loss: str = "ce"
+
+    def validate(self) -> None:
+        if self.method not in LEARNERS:
+            raise unknown_name("meta-learning method", self.method, LEARNERS)
+        for name in ("ways", "shots", "meta_batch", "inner_steps", "episodes_per_epoch"):
+            if getattr(self, name) < 1:
+                raise TransferkitError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.queries < 1:
+            raise TransferkitError(f"queries must be at least 1, got {self.queries}")
+        if not self.inner_lr > 0:
+            raise TransferkitError(f"inner-lr must be positive, got {self.inner_lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_learner(model: Classifier, spec: MetaSpec) -> MetaLearner:
+    """The learner named by ``spec.method`` around ``model``."""
+    spec.validate()
+    if spec.method == "protonet":
+        return ProtoNet(model, ways=spec.ways)
+    if spec.method in ("maml", "fomaml", "anil") and model.num_classes != spec.ways and spec.loss == "ce":
+        raise TransferkitError(
+            f"{spec.method} needs a head with one output per way: the model has {model.num_classes} outputs "
+            f"but tasks are {spec.ways}-way; build the model with num_classes={spec.ways}"
+        )
+    kw = {"inner_lr": spec.inner_lr, "inner_steps": spec.inner_steps, "eval_inner_steps": spec.eval_inner_steps, "loss": spec.loss, "ways": spec.ways}
+    if spec.method == "reptile":
+        return Reptile(model, **kw)
+    cls = ANIL if spec.method == "anil" else MAML
+    return cls(model, first_order=spec.first_order or spec.method == "fomaml", **kw)
+
+
+def meta_train(
+    learner: MetaLearner,
+    train_sampler: Any,
+    spec: MetaSpec,
+    config: TrainConfig | None = None,
+    val_sampler: Any | None = None,
+    run: RunDir | None = None,
+    device: str | torch.device = "cpu",
+    verbose: bool = True,
+    callbacks: list[Any] | None = None,
+    resume: bool = False,
+) -> tuple[Trainer, Any]:
+    """Meta-train through the engine: each step is one meta-batch of ``spec.meta_batch`` episodes.
+
+    An epoch is ``spec.episodes_per_epoch`` meta-batches drawn from the epoch's generator (so
+    resume is exact). With ``val_sampler``, the best checkpoint maximises the mean accuracy (or
+    minus the MSE) over ``spec.val_episodes`` fixed validation episodes; it is loaded back at the end.
+    """
+    config = config or TrainConfig()
+    device = torch.device(device) if isinstance(device, str) else device
+
+    def batches(epoch: int, gen: torch.Generator) -> Iterator[Episode]:
+        for _ in range(spec.episodes_per_epoch):
+            yield train_sampler.sample(spec.meta_batch, gen).to(device)
+
+    def validate(method: Any) -> dict[str, Any]:
+        m = method.evaluate(val_sampler, spec.val_episodes, chunk=spec.meta_batch, seed=12345)
+        return m
+
+    def score(method: Any, val: dict[str, Any]) -> float:
+        return float(val["acc"]) if "acc" in val else -float(val["mse"])
+
+    trainer = Trainer(
+        learner, config, batches, spec.episodes_per_epoch,
+        validate=validate if val_sampler is not None else None,
+        score=score if val_sampler is not None else None,
+        select_name="val_acc" if spec.loss == "ce" else "neg_val_mse",
+        run=run, device=device, verbose=verbose, callbacks=callbacks,
+    )
+    if resume:
+        trainer.resume()
+    result = trainer.fit()
+    trainer.load_best()
+    return trainer, result
+
+
+def few_shot_predict(learner: MetaLearner, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    """Class probabilities (n_query, ways) for ``query_x`` after adapting on one labelled support set.
+
+    All queries are predicted together (batch norm uses their joint statistics, as in meta-training).
+    """
+    ways = int(support_y.max()) + 1
+    if isinstance(learner, ProtoNet):
+        learner.ways = ways
+    elif learner.model.num_classes != ways:
+        raise TransferkitError(
+            f"the support set has {ways} classes but this {learner.name} model was meta-trained with "
+            f"{learner.model.num_classes} outputs (ways); give {learner.model.num_classes} class folders or use a protonet model"
+        )
+    learner.eval()
+    params = {k: v.detach() for k, v in learner.params().items()}
+    with torch.no_grad():
+        logits = learner.predict(learner.adapt(support_x, support_y, params, steps), query_x)
+    return torch.softmax(logits, -1)

@@ -1,0 +1,92 @@
+"""MAML (second and first order) and ANIL, as functional learners over ``torch.func``.
+
+MAML (Finn, Abbeel & Levine, "Model-Agnostic Meta-Learning for Fast Adaptation
+of Deep Networks", ICML 2017). For a task T_i with support set S_i and query
+set Q_i, the inner loop takes ``s`` gradient steps from the meta-parameters::
+
+    phi_i^0 = theta,   phi_i^{j+1} = phi_i^j - alpha * grad_phi L_{S_i}(phi_i^j)
+
+and the meta-loss is the mean query loss of the adapted parameters::
+
+    L(theta) = 1/B sum_i L_{Q_i}(phi_i^s(theta))
+
+Second-order MAML differentiates through the inner steps (the Jacobian
+d phi / d theta = prod_j (I - alpha H_j)). First-order MAML (FOMAML, same paper,
+Sec. 5.2) drops the second-derivative term: d phi / d theta := I, so the
+meta-gradient is the query gradient at phi.
+
+ANIL (Raghu, Raghu, Bengio & Vinyals, "Rapid Learning or Feature Reuse?",
+ICLR 2020) adapts only the head: the inner loop updates ``head.weight`` and
+``head.bias`` on fixed features f_theta(x), which are computed once per task.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torch.nn import functional as F
+
+from ..errors import TransferkitError
+from ..models import Classifier
+from .learner import MetaLearner, Params, sgd_steps
+
+
+class MAML(MetaLearner):
+    """MAML / first-order MAML: every parameter is adapted in the inner loop.
+
+    Args:
+        model: the network; its head width is the number of ways.
+        inner_lr: alpha, the inner-loop step size.
+        inner_steps: inner steps during meta-training.
+        eval_inner_steps: inner steps at evaluation / few-shot time (default: ``inner_steps``).
+        first_order: drop the second-derivative term (FOMAML).
+    """
+
+    name = "maml"
+
+    def __init__(
+        self,
+        model: Classifier,
+        inner_lr: float = 0.4,
+        inner_steps: int = 1,
+        eval_inner_steps: int | None = None,
+        first_order: bool = False,
+        loss: str = "ce",
+        ways: int | None = None,
+    ):
+        super().__init__(model, loss, ways)
+        if inner_steps < 1 or (eval_inner_steps is not None and eval_inner_steps < 1):
+            raise TransferkitError(f"inner steps must be at least 1, got {inner_steps} / {eval_inner_steps}")
+        if not inner_lr > 0:
+            raise TransferkitError(f"inner lr must be positive, got {inner_lr}")
+        self.inner_lr, self.inner_steps = inner_lr, inner_steps
+        self.eval_inner_steps = eval_inner_steps or inner_steps
+        self.first_order = first_order
+
+    def _steps(self, steps: int | None) -> int:
+        if steps is not None:
+            return steps
+        return self.inner_steps if self.training else self.eval_inner_steps
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, params: Params | None = None, steps: int | None = None) -> Params:
+        params = params if params is not None else self.params()
+
+        def inner(fast: Params) -> Tensor:
+            return self.loss(self.forward_with(fast, support_x), support_y)
+
+        return sgd_steps(inner, dict(params), self.inner_lr, self._steps(steps), self.first_order)
+
+
+class ANIL(MAML):
+    """Almost No Inner Loop: MAML whose inner loop adapts only the linear head (features are reused)."""
+
+    name = "anil"
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, params: Params | None = None, steps: int | None = None) -> Params:
+        params = params if params is not None else self.params()
+        feats = self.features_with(params, support_x)
+        head = {k: params[k] for k in ("head.weight", "head.bias")}
+
+        def inner(fast: Params) -> Tensor:
+            return self.loss(F.linear(feats, fast["head.weight"], fast["head.bias"]), support_y)
+
+        return {**params, **sgd_steps(inner, head, self.inner_lr, self._steps(steps), self.first_order)}

@@ -1,0 +1,191 @@
+"""Meta-learners against independent computations: finite differences, hand-written formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferkit.data import load_data
+from transferkit.engine import TrainConfig
+from transferkit.errors import TransferkitError
+from transferkit.meta import (
+    ANIL,
+    MAML,
+    Episode,
+    EpisodeSampler,
+    MetaSpec,
+    ProtoNet,
+    Reptile,
+    SinusoidTasks,
+    build_learner,
+    meta_train,
+    sinusoid_model,
+)
+from transferkit.models import Classifier, create_model
+
+
+def tiny(bn: bool = False, ways: int = 3) -> Classifier:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(4, 5)]
+    if bn:
+        layers.append(nn.BatchNorm1d(5))
+    layers.append(nn.Tanh())
+    bb = nn.Sequential(*layers)
+    bb.out_features = 5
+    return Classifier(bb, ways).double()
+
+
+def episode(tasks: int = 3, ways: int = 3, shots: int = 2, queries: int = 2, d: int = 4) -> Episode:
+    g = torch.Generator().manual_seed(1)
+    sx = torch.randn(tasks, ways * shots, d, generator=g, dtype=torch.float64)
+    qx = torch.randn(tasks, ways * queries, d, generator=g, dtype=torch.float64)
+    sy = torch.arange(ways).repeat_interleave(shots).expand(tasks, -1)
+    qy = torch.arange(ways).repeat_interleave(queries).expand(tasks, -1)
+    return Episode(sx, sy, qx, qy, sy)
+
+
+def flat_grad(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def test_maml_meta_gradient_matches_finite_differences():
+    model = tiny()
+    learner = MAML(model, inner_lr=0.3, inner_steps=2)
+    ep = episode()
+    model.zero_grad()
+    learner.meta_loss(ep).backward()
+    analytic = flat_grad(model)
+    params = list(model.parameters())
+    numeric = []
+    eps = 1e-6
+    with torch.no_grad():
+        for p in params:
+            for i in range(p.numel()):
+                old = p.view(-1)[i].item()
+                p.view(-1)[i] = old + eps
+                up = learner.meta_loss(ep).item()
+                p.view(-1)[i] = old - eps
+                down = learner.meta_loss(ep).item()
+                p.view(-1)[i] = old
+                numeric.append((up - down) / (2 * eps))
+    assert torch.allclose(analytic, torch.tensor(numeric, dtype=torch.float64), atol=1e-7, rtol=1e-5)
+
+
+def test_first_order_equals_second_order_without_second_derivatives():
+    model = tiny()
+    ep = episode()
+    fo = MAML(model, inner_lr=0.3, inner_steps=2, first_order=True)
+    model.zero_grad()
+    fo.meta_loss(ep).backward()
+    got = flat_grad(model)
+    # by hand: adapt with plain autograd, then take the query gradient at phi as the meta-gradient
+    expected = torch.zeros_like(got)
+    for t in range(ep.num_tasks):
+        phi = [p.detach().clone() for p in model.parameters()]
+        for _ in range(2):
+            phi = [q.requires_grad_(True) for q in phi]
+            loss = F.cross_entropy(torch.func.functional_call(model, dict(zip([n for n, _ in model.named_parameters()], phi, strict=True)), (ep.support_x[t],)), ep.support_y[t])
+            gs = torch.autograd.grad(loss, phi)
+            phi = [(q - 0.3 * g).detach() for q, g in zip(phi, gs, strict=True)]
+        phi = [q.requires_grad_(True) for q in phi]
+        q_loss = F.cross_entropy(torch.func.functional_call(model, dict(zip([n for n, _ in model.named_parameters()], phi, strict=True)), (ep.query_x[t],)), ep.query_y[t])
+        expected += torch.cat([g.flatten() for g in torch.autograd.grad(q_loss, phi)]) / ep.num_tasks
+    assert torch.allclose(got, expected, atol=1e-12)
+    so = MAML(model, inner_lr=0.3, inner_steps=2)
+    model.zero_grad()
+    so.meta_loss(ep).backward()
+    assert not torch.allclose(flat_grad(model), got, atol=1e-6)  # the dropped term is not zero here
+
+
+@pytest.mark.parametrize("cls", [MAML, ANIL, ProtoNet])
+def test_vmap_over_tasks_equals_python_loop_with_batch_norm(cls):
+    model = tiny(bn=True)
+    learner = cls(model) if cls is ProtoNet else cls(model, inner_lr=0.3, inner_steps=2)
+    ep = episode(tasks=4)
+    grads = []
+    for vec in (True, False):
+        model.zero_grad()
+        learner.meta_loss(ep, vectorise=vec).backward()
+        grads.append(flat_grad(model))
+    assert torch.allclose(grads[0], grads[1], atol=1e-12)
+
+
+def test_protonet_logits_are_negative_squared_distances():
+    model = tiny()
+    learner = ProtoNet(model, ways=3)
+    ep = episode(tasks=1, shots=3, queries=2)
+    sx, sy, qx = ep.support_x[0], ep.support_y[0], ep.query_x[0]
+    logits = learner.predict(learner.adapt(sx, sy), qx).detach().numpy()
+    with torch.no_grad():
+        fs, fq = model.features(sx).numpy(), model.features(qx).numpy()
+    expected = np.zeros((len(fq), 3))
+    for i in range(len(fq)):
+        for k in range(3):
+            proto = fs[sy.numpy() == k].mean(0)
+            expected[i, k] = -sum((fq[i, d] - proto[d]) ** 2 for d in range(fs.shape[1]))
+    np.testing.assert_allclose(logits, expected, rtol=1e-10)
+
+
+def test_reptile_gradient_is_theta_minus_mean_adapted_weights():
+    model = tiny()
+    learner = Reptile(model, inner_lr=0.2, inner_steps=3)
+    ep = episode(tasks=2)
+    model.zero_grad()
+    learner.meta_loss(ep).backward()
+    names = [n for n, _ in model.named_parameters()]
+    mean_phi = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for t in range(2):
+        x = torch.cat([ep.support_x[t], ep.query_x[t]])
+        y = torch.cat([ep.support_y[t], ep.query_y[t]])
+        phi = [p.detach().clone() for p in model.parameters()]
+        for _ in range(3):
+            phi = [q.requires_grad_(True) for q in phi]
+            loss = F.cross_entropy(torch.func.functional_call(model, dict(zip(names, phi, strict=True)), (x,)), y)
+            phi = [(q - 0.2 * g).detach() for q, g in zip(phi, torch.autograd.grad(loss, phi), strict=True)]
+        for n, q in zip(names, phi, strict=True):
+            mean_phi[n] += q / 2
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, p.detach() - mean_phi[n], atol=1e-12)
+
+
+def test_anil_adapts_only_the_head():
+    model = tiny()
+    learner = ANIL(model, inner_lr=0.5, inner_steps=2)
+    ep = episode(tasks=1)
+    adapted = learner.adapt(ep.support_x[0], ep.support_y[0])
+    for n, p in model.named_parameters():
+        same = torch.equal(adapted[n], p)
+        assert same == (not n.startswith("head."))
+
+
+def test_protonet_meta_training_through_the_engine_learns():
+    # digit classes as few-shot classes: episodes from the train split, evaluated on the test split
+    train = EpisodeSampler(load_data("digits", "train"), ways=5, shots=1, queries=5)
+    test = EpisodeSampler(load_data("digits", "test"), ways=5, shots=1, queries=5)
+    spec = MetaSpec(method="protonet", ways=5, shots=1, queries=5, meta_batch=8, episodes_per_epoch=30)
+    torch.manual_seed(0)
+    learner = build_learner(create_model("conv4", 5, (1, 8, 8), width=32), spec)
+    before = learner.evaluate(test, 64)["acc"]
+    meta_train(learner, train, spec, TrainConfig(epochs=1, lr=3e-3), verbose=False, callbacks=[])
+    after = learner.evaluate(test, 64)
+    assert after["acc"] > 85 and after["acc"] > before + 20
+    assert 0 < after["ci95"] < 5 and after["episodes"] == 64
+
+
+def test_maml_on_sinusoids_learns_to_adapt():
+    torch.manual_seed(0)
+    tasks = SinusoidTasks(shots=10, queries=10)
+    spec = MetaSpec(method="maml", ways=1, shots=10, queries=10, meta_batch=10, inner_lr=0.01, episodes_per_epoch=300, loss="mse")
+    learner = build_learner(sinusoid_model(), spec)
+    before = learner.evaluate(tasks, 100)["mse"]
+    meta_train(learner, tasks, spec, TrainConfig(epochs=1, lr=1e-2), verbose=False, callbacks=[])
+    after = learner.evaluate(tasks, 100)
+    assert after["mse"] < 0.5 * before
+
+
+def test_maml_head_must_match_ways():
+    with pytest.raises(TransferkitError, match="the model has 4 outputs but tasks are 5-way"):
+        build_learner(create_model("mlp", 4, (3,)), MetaSpec(method="maml", ways=5))
