@@ -129,6 +129,8 @@ def distill_cmd(p: dict[str, Any]) -> None:
         teacher, student, train, val, spec, train_config(p), p["batch_size"], augment_from(p), run, device,
         verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"],
     )
+    if not run.is_main:  # under torchrun only rank 0 measures, exports and writes
+        return
     summary: dict[str, Any] = {
         "family": "distill", "method": "+".join(f"{k}={v:g}" for k, v in spec.losses.items()),
         "command": "distill", "teacher": str(p["teacher"]), "student": p["student"],

@@ -140,7 +140,8 @@ def meta_train_cmd(p: dict[str, Any]) -> None:
     run = open_run(p, "meta-train")
     from ..io import dump_yaml
 
-    dump_yaml(run.path / "meta.yaml", {"data": p["data"], "spec": spec.to_dict(), "split_by": p["split_by"], "split": split_names})
+    if run.is_main:
+        dump_yaml(run.path / "meta.yaml", {"data": p["data"], "spec": spec.to_dict(), "split_by": p["split_by"], "split": split_names})
     trainer, result = meta_train(learner, train_s, spec, train_config(p), val_s, run, device, not p["quiet"], callbacks(p), p["resume"])
     summary: dict[str, Any] = {
         "family": "meta", "method": spec.method, "command": "meta train", "meta": spec.to_dict(),
