@@ -197,17 +197,23 @@ def _load_source(p: dict[str, Any]) -> Any:
     return model
 
 
+trained_model_options = compose(
+    click.option("--model-from", required=True, help="A run folder or checkpoint."),
+    click.option("--overwrite", is_flag=True, default=False, help="Replace --output if it exists."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True),
+    data_options,
+)
+
+
 @click.command("eval")
 @config_option
-@click.option("--model-from", required=True, help="A run folder or checkpoint.")
 @click.option("--data", required=True, help="Labelled data to evaluate on.")
 @click.option("--output", default=None, help="Also write the metrics to this JSON file.")
-@click.option("--overwrite", is_flag=True, default=False, help="Replace --output if it exists.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-@data_options
+@trained_model_options
 @pass_params
 def eval_cmd(p: dict[str, Any]) -> None:
     """Accuracy, loss and per-class accuracy of a model on labelled data."""
+    out = guard_output(p["output"], p["overwrite"]) if p["output"] else None
     model = load_model(p["model_from"]).to(resolve_device(p["device"]))
     data = fit_to_model(load(p["data"], p, split="test"), model.spec["input_shape"])
     from ..data import check_labels
@@ -217,18 +223,15 @@ def eval_cmd(p: dict[str, Any]) -> None:
     print(f"accuracy {m['acc']:.2f}%  loss {m['loss']:.4f}  n {m['n']}  ({data.name})")
     rows = [{"class": model.classes[c] if c < len(model.classes) else c, "acc": f"{a:.2f}"} for c, a in enumerate(m["per_class_acc"])]
     print(echo_table(rows, ["class", "acc"]))
-    if p["output"]:
-        write_json(guard_output(p["output"], p["overwrite"]), {"data": data.name, **m})
+    if out is not None:
+        write_json(out, {"data": data.name, **m})
 
 
 @click.command("predict")
 @config_option
-@click.option("--model-from", required=True, help="A run folder or checkpoint.")
 @click.option("--data", required=True, help="Inputs: an image folder, .npz or .csv (labels, if any, are ignored).")
 @click.option("--output", required=True, help="CSV file to write.")
-@click.option("--overwrite", is_flag=True, default=False, help="Replace --output if it exists.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-@data_options
+@trained_model_options
 @pass_params
 def predict_cmd(p: dict[str, Any]) -> None:
     """Write predictions and class probabilities to a CSV (one row per input)."""

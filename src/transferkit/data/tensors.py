@@ -95,16 +95,8 @@ def batches(
     drop_last: bool = False,
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
     """One pass over ``data`` in index slices; ``(x, y)`` tuples (``y`` may be None)."""
-    n = len(data)
-    order = torch.randperm(n, generator=generator).to(data.x.device) if shuffle else None
-    stop = n - (n % batch_size) if drop_last and n >= batch_size else n
-    for start in range(0, stop, batch_size):
-        if order is None:
-            sl = slice(start, start + batch_size)
-            yield data.x[sl], None if data.y is None else data.y[sl]
-        else:
-            idx = order[start : start + batch_size]
-            yield data.x[idx], None if data.y is None else data.y[idx]
+    for idx in index_batches(len(data), batch_size, shuffle, generator, drop_last, data.x.device):
+        yield data.x[idx], None if data.y is None else data.y[idx]
 
 
 def endless(
