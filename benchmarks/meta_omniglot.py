@@ -1,0 +1,212 @@
+"""Few-shot Omniglot: ProtoNets and MAML (first and second order), plus the vmap speed-up.
+
+Protocol (run with TRANSFERKIT_DATA_DIR=/work/shared/data):
+
+- data: the two official *minimal* background sets (images_background_small1/2): 242 distinct
+  characters from 8 alphabets, 20 drawings each, 28x28. This is ~15% of full Omniglot.
+- classes split *by alphabet* (split seed 0): 6 alphabets meta-train, 2 meta-test; 90-degree
+  rotations add classes (x4) on both sides. No meta-validation: the last model is evaluated.
+- test: >= 600 episodes per setting (5-way 1-shot, 5-way 5-shot, 20-way 1-shot), Q test queries
+  per class, mean accuracy with a 95% interval per seed; rows are mean ± std over seeds.
+- budgets are flags (CPU is scarce). ProtoNets: one model per seed trained on 20-way 1-shot
+  episodes, evaluated in all three settings. MAML: one 5-way model per seed and order (trained
+  1-shot, evaluated at 1- and 5-shot) and one 20-way model; 1 inner step (lr 0.4) in training,
+  3 at test. Budgets are far below the papers' (MAML: 60k meta-iterations).
+- speed: the MAML (second-order) meta-gradient of a meta-batch of 16 tasks (5-way 1-shot, 5
+  queries, conv4) with vmap over tasks vs a Python loop over tasks, same process; the two
+  gradients are compared (float32 and float64). The same on the sinusoid MLP.
+
+    TRANSFERKIT_DATA_DIR=/work/shared/data nice -n 10 python benchmarks/meta_omniglot.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import RESULTS, markdown_table, ratio, row, write_results
+from transferkit.data import load_data
+from transferkit.engine import TrainConfig, seed_everything
+from transferkit.meta import (
+    EpisodeSampler,
+    MetaSpec,
+    SinusoidTasks,
+    build_learner,
+    meta_train,
+    sinusoid_model,
+    split_classes,
+)
+from transferkit.models import create_model
+
+PUBLISHED = {  # full Omniglot (1,200 training characters), from the papers
+    ("5-way 1-shot", "ProtoNets"): "98.8", ("5-way 5-shot", "ProtoNets"): "99.7", ("20-way 1-shot", "ProtoNets"): "96.0",
+    ("5-way 1-shot", "MAML (2nd order)"): "98.7", ("5-way 5-shot", "MAML (2nd order)"): "99.9", ("20-way 1-shot", "MAML (2nd order)"): "95.8",
+    ("5-way 1-shot", "MAML (1st order)"): "98.3", ("5-way 5-shot", "MAML (1st order)"): "99.2", ("20-way 1-shot", "MAML (1st order)"): "89.4",
+}
+SETTINGS = [("5-way 1-shot", 5, 1), ("5-way 5-shot", 5, 5), ("20-way 1-shot", 20, 1)]
+
+
+def args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--test-episodes", type=int, default=600)
+    ap.add_argument("--test-queries", type=int, default=5)
+    ap.add_argument("--proto-steps", type=int, default=200, help="ProtoNet meta-iterations per seed (20-way 1-shot, 5 queries)")
+    ap.add_argument("--proto-batch", type=int, default=1)
+    ap.add_argument("--maml-steps", type=int, default=60, help="5-way MAML meta-iterations per seed and order")
+    ap.add_argument("--maml20-steps", type=int, default=30, help="20-way MAML meta-iterations per seed and order")
+    ap.add_argument("--maml-batch", type=int, default=8)
+    ap.add_argument("--maml-queries", type=int, default=3)
+    ap.add_argument("--maml-settings", nargs="+", default=["5w1s", "5w5s", "20w1s"], choices=["5w1s", "5w5s", "20w1s"],
+                    help="MAML settings to run (5w5s reuses the 5-way 1-shot model)")
+    ap.add_argument("--speed-repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a crowded shared CPU)")
+    return ap.parse_args()
+
+
+def train_eval(method: str, data: Any, split: dict[str, list[int]], ways: int, shots: int, queries: int, steps: int,
+               batch: int, seed: int, tests: list[tuple[str, int, int]], a: argparse.Namespace, first_order: bool = False) -> tuple[dict[str, dict[str, float]], float]:
+    seed_everything(seed)
+    spec = MetaSpec(method=method, ways=ways, shots=shots, queries=queries, meta_batch=batch, inner_steps=1,
+                    inner_lr=0.4, eval_inner_steps=3, first_order=first_order, episodes_per_epoch=steps, rotations=True)
+    learner = build_learner(create_model("conv4", ways, data.input_shape), spec)
+    train_s = EpisodeSampler(data, split["train"], ways, shots, queries, rotations=True)
+    t0 = time.perf_counter()
+    meta_train(learner, train_s, spec, TrainConfig(epochs=1, lr=1e-3, seed=seed), verbose=False, callbacks=[])
+    out = {}
+    for name, n, k in tests:
+        test_s = EpisodeSampler(data, split["test"], n, k, a.test_queries, rotations=True)
+        out[name] = learner.evaluate(test_s, a.test_episodes, chunk=16, seed=1000 + seed)
+        print(f"  {method}{' FO' if first_order else ''} seed {seed} {name}: {out[name]['acc']:.2f} ± {out[name]['ci95']:.2f}", flush=True)
+    return out, time.perf_counter() - t0
+
+
+def speed(a: argparse.Namespace, data: Any, split: dict[str, list[int]]) -> list[dict[str, Any]]:
+    from transferkit.meta import MAML
+
+    out = []
+    ep = EpisodeSampler(data, split["train"], 5, 1, 5, rotations=True).sample(16, torch.Generator().manual_seed(0))
+    cases = [("conv4 Omniglot 5-way 1-shot", lambda: create_model("conv4", 5, (1, 28, 28)), ep, "ce", 0.4)]
+    sin = SinusoidTasks(10, 10).sample(16, torch.Generator().manual_seed(0))
+    cases.append(("sinusoid MLP 40-40, K=10", sinusoid_model, sin, "mse", 0.01))
+    for name, make, episode, loss, lr in cases:
+        torch.manual_seed(0)
+        model = make()
+        learner = MAML(model, inner_lr=lr, loss=loss, ways=1 if loss == "mse" else 5)
+        times: dict[bool, list[float]] = {True: [], False: []}
+        grads = {}
+        for _ in range(a.speed_repeats + 1):  # first round warms up
+            for vec in (True, False):
+                model.zero_grad()
+                t = time.perf_counter()
+                learner.meta_loss(episode, vectorise=vec).backward()
+                times[vec].append(time.perf_counter() - t)
+                grads[vec] = torch.cat([p.grad.flatten() for p in model.parameters()])
+        diff32 = float((grads[True] - grads[False]).abs().max())
+        rel32 = diff32 / float(grads[False].abs().max())
+        model64 = make().double()
+        l64 = MAML(model64, inner_lr=lr, loss=loss, ways=1 if loss == "mse" else 5)
+        e64 = type(episode)(*(t.double() if t.is_floating_point() else t for t in (episode.support_x, episode.support_y, episode.query_x, episode.query_y, episode.classes)))
+        g64 = {}
+        for vec in (True, False):
+            model64.zero_grad()
+            l64.meta_loss(e64, vectorise=vec).backward()
+            g64[vec] = torch.cat([p.grad.flatten() for p in model64.parameters()])
+        diff64 = float((g64[True] - g64[False]).abs().max())
+        tv, tl = statistics.median(times[True][1:]), statistics.median(times[False][1:])
+        detail = (f"MAML 2nd-order meta-gradient, meta-batch 16, {name}: loop {tl:.3f}s / vmap {tv:.3f}s (median of "
+                  f"{a.speed_repeats}, {torch.get_num_threads()} threads); max |grad diff| float32 {diff32:.1e} "
+                  f"(relative {rel32:.1e}), float64 {diff64:.1e}")
+        print("  speed:", detail, flush=True)
+        out.append(ratio(f"vmap speed-up over task loop ({name})", tl / tv, detail))
+    return out
+
+
+def main() -> None:
+    a = args()
+    torch.set_num_threads(a.threads)
+    t_all = time.perf_counter()
+    data = load_data("omniglot:small")
+    split = split_classes(data.classes, 0.0, 0.25, by_group=True, seed=0)
+    alph = {k: sorted({data.classes[i].split("/")[0] for i in v}) for k, v in split.items()}
+    print(f"omniglot:small {data.num_classes} characters; meta-train {alph['train']}, meta-test {alph['test']}", flush=True)
+    ratios = speed(a, data, split)
+    rows: list[dict[str, Any]] = []
+    details: list[dict[str, Any]] = []
+    # ProtoNets: one 20-way 1-shot model per seed, evaluated in every setting
+    proto: dict[str, list[dict[str, float]]] = {s[0]: [] for s in SETTINGS}
+    wall = 0.0
+    for seed in a.seeds:
+        res, w = train_eval("protonet", data, split, 20, 1, 5, a.proto_steps, a.proto_batch, seed, SETTINGS, a)
+        wall += w
+        for k, v in res.items():
+            proto[k].append(v)
+    for name, _, _ in SETTINGS:
+        rows.append(row(name, "ProtoNets", [m["acc"] for m in proto[name]], wall / len(SETTINGS), "last"))
+        details.append({"task": name, "method": "ProtoNets", "ci95": [m["ci95"] for m in proto[name]], "episodes": a.test_episodes,
+                        "train": f"20-way 1-shot, {a.proto_steps} meta-iterations x {a.proto_batch} task(s), Adam 1e-3"})
+    # MAML: 5-way model (tested 1- and 5-shot) and 20-way model, first and second order
+    for fo in (False, True):
+        label = "MAML (1st order)" if fo else "MAML (2nd order)"
+        per: dict[str, list[dict[str, float]]] = {s[0]: [] for s in SETTINGS}
+        wall5 = wall20 = 0.0
+        want = {"5-way 1-shot": "5w1s", "5-way 5-shot": "5w5s", "20-way 1-shot": "20w1s"}
+        tests5 = [s for s in SETTINGS[:2] if want[s[0]] in a.maml_settings]
+        for seed in a.seeds:
+            if tests5:
+                res, w = train_eval("maml", data, split, 5, 1, a.maml_queries, a.maml_steps, a.maml_batch, seed, tests5, a, fo)
+                wall5 += w
+                for k, v in res.items():
+                    per[k].append(v)
+            if "20w1s" in a.maml_settings:
+                res20, w20 = train_eval("maml", data, split, 20, 1, a.maml_queries, a.maml20_steps, a.maml_batch, seed, SETTINGS[2:], a, fo)
+                wall20 += w20
+                for k, v in res20.items():
+                    per[k].append(v)
+        for name, n, _ in SETTINGS:
+            if not per[name]:
+                continue
+            steps = a.maml_steps if n == 5 else a.maml20_steps
+            rows.append(row(name, label, [m["acc"] for m in per[name]], (wall5 / len(tests5) if n == 5 else wall20), "last"))
+            details.append({"task": name, "method": label, "ci95": [m["ci95"] for m in per[name]], "episodes": a.test_episodes,
+                            "train": f"{n}-way 1-shot, {steps} meta-iterations x {a.maml_batch} tasks, {a.maml_queries} queries/class, "
+                                     "1 inner step lr 0.4 (3 at test), Adam 1e-3"})
+    total = time.perf_counter() - t_all
+    extra = {"protocol": __doc__.split("\n\n")[1], "details": details, "total_wall_s": round(total, 1),
+             "budget": vars(a), "split": alph}
+    path = write_results("meta_omniglot", rows, ratios, extra)
+    table = markdown_table(rows, PUBLISHED)
+    notes = [
+        "# Few-shot Omniglot (minimal background sets, split by alphabet)",
+        "",
+        f"Data: 242 characters / 8 alphabets (images_background_small1+2), meta-train alphabets {', '.join(alph['train'])}; "
+        f"meta-test alphabets {', '.join(alph['test'])}; rotations as extra classes. "
+        f"{a.test_episodes} test episodes per seed, {a.test_queries} queries per class; seeds {a.seeds}. "
+        "Published numbers are for full Omniglot (1,200 training characters, 60k+ meta-iterations): "
+        "not the same data or budget.",
+        "",
+        table,
+        "Budgets: " + "; ".join(sorted({f"{d['method']}: {d['train']}" for d in details})),
+        "" if set(a.maml_settings) == {"5w1s", "5w5s", "20w1s"} else
+        f"MAML was run only for {', '.join(a.maml_settings)} (CPU budget); the other MAML settings were not run.",
+        "",
+        "95% intervals per seed: " + "; ".join(f"{d['method']} {d['task']}: " + ", ".join(f"±{c:.2f}" for c in d["ci95"]) for d in details),
+        "",
+        "Speed (same run): " + " ".join(f"{r['name']}: {r['value']:.2f}x ({r['detail']})." for r in ratios),
+        "",
+        f"Total wall time {total:.0f}s.",
+    ]
+    (RESULTS / "meta_omniglot.md").write_text("\n".join(notes) + "\n")
+    print(table)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
