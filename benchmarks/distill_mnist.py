@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -57,8 +58,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--teacher-epochs", type=int, default=5)
     ap.add_argument("--student-epochs", type=int, default=4)
-    ap.add_argument("--batch-size", type=int, default=1024)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--temperature", type=float, default=20.0)
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--limit", type=int, default=None, help="smoke test only: first N training examples")
@@ -140,7 +141,7 @@ def main() -> None:
         f"Distilled student agrees with its teacher on {statistics.fmean(agree):.2f}% of test inputs (mean).\n",
         "| speed ratio | value | detail |", "|---|---|---|",
         *[f"| {r['name']} | {r['value']:.3f} | {r['detail']} |" for r in ratios],
-        f"\nTotal wall time {extra['total_wall_s']:.0f}s. Command: `TRANSFERKIT_DATA_DIR=/work/shared/data nice -n 10 python benchmarks/distill_mnist.py`\n",
+        f"\nTotal wall time {extra['total_wall_s']:.0f}s. Command: `TRANSFERKIT_DATA_DIR=/work/shared/data {' '.join(['python', *sys.argv])}`\n",
     ]
     (RESULTS / "distill_mnist.md").write_text("\n".join(md))
     print(path)
