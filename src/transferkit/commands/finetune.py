@@ -9,7 +9,7 @@ from typing import Any
 import click
 import torch
 
-from ..data import DATASETS, TensorData, few_labels, random_split
+from ..data import DATASETS, TensorData, check_labels, few_labels, random_split
 from ..engine import RunDir, evaluate, predict_logits, resolve_device
 from ..errors import TransferkitError
 from ..finetune import STRATEGIES, FinetuneSpec, finetune
@@ -205,6 +205,12 @@ trained_model_options = compose(
 )
 
 
+def _trained_model_and_data(p: dict[str, Any]) -> tuple[Any, TensorData]:
+    model = load_model(p["model_from"]).to(resolve_device(p["device"]))
+    data = fit_to_model(load(p["data"], p, split="test"), model.spec["input_shape"])
+    return model, data.to(next(model.parameters()).device)
+
+
 @click.command("eval")
 @config_option
 @click.option("--data", required=True, help="Labelled data to evaluate on.")
@@ -214,12 +220,9 @@ trained_model_options = compose(
 def eval_cmd(p: dict[str, Any]) -> None:
     """Accuracy, loss and per-class accuracy of a model on labelled data."""
     out = guard_output(p["output"], p["overwrite"]) if p["output"] else None
-    model = load_model(p["model_from"]).to(resolve_device(p["device"]))
-    data = fit_to_model(load(p["data"], p, split="test"), model.spec["input_shape"])
-    from ..data import check_labels
-
+    model, data = _trained_model_and_data(p)
     check_labels(data, model.num_classes)
-    m = evaluate(model, data.to(next(model.parameters()).device))
+    m = evaluate(model, data)
     print(f"accuracy {m['acc']:.2f}%  loss {m['loss']:.4f}  n {m['n']}  ({data.name})")
     rows = [{"class": model.classes[c] if c < len(model.classes) else c, "acc": f"{a:.2f}"} for c, a in enumerate(m["per_class_acc"])]
     print(echo_table(rows, ["class", "acc"]))
@@ -236,8 +239,7 @@ def eval_cmd(p: dict[str, Any]) -> None:
 def predict_cmd(p: dict[str, Any]) -> None:
     """Write predictions and class probabilities to a CSV (one row per input)."""
     out = guard_output(p["output"], p["overwrite"])
-    model = load_model(p["model_from"]).to(resolve_device(p["device"]))
-    data = fit_to_model(load(p["data"], p, split="test"), model.spec["input_shape"])
+    model, data = _trained_model_and_data(p)
     probs = torch.softmax(predict_logits(model, data.x), 1).cpu()
     names = model.classes
     buf = io.StringIO()
