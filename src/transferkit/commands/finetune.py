@@ -47,11 +47,8 @@ def _splits(p: dict[str, Any], quiet: bool) -> tuple[TensorData, TensorData | No
     data.require_labels(f"training on {p['data']}")
     val = load(p["val_data"], p) if p.get("val_data") else None
     if p.get("labels_per_class"):
-        data, _rest = few_labels(data, p["labels_per_class"], p["seed"])
-        if val is None and p["val_split"] > 0:
-            # validation from the unused examples would use labels we pretend not to have;
-            # with few labels, validate on a split of the labelled ones only if asked.
-            val = None
+        # the unused examples are no validation set: their labels are ones we pretend not to have
+        data, _ = few_labels(data, p["labels_per_class"], p["seed"])
     elif val is None and p["val_split"] > 0:
         data, val = random_split(data, p["val_split"], p["seed"])
     test = load(p["test_data"], p, split="test") if p.get("test_data") else None

@@ -90,7 +90,7 @@ def finetune(
     config = config or TrainConfig()
     spec.validate()
     device = torch.device(device) if isinstance(device, str) else device
-    y = train.require_labels("fine-tuning")
+    train.require_labels("fine-tuning")
     old_head = copy.deepcopy(model.head)
     if spec.new_head or model.num_classes != train.num_classes:
         model.replace_head(train.num_classes, train.classes)
@@ -163,7 +163,6 @@ def finetune(
             validate=(lambda m: evaluate(m.model, val_d, config.eval_batch_size)) if val_d is not None else None,
             run=run, device=device, verbose=verbose, callbacks=callbacks,
         )
-    del y
     if resume:
         trainer.resume()
     result = trainer.fit()
