@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 
 from transferkit.adapt import AdaptSpec, adapt
 from transferkit.cli import main
-from transferkit.data import TensorData, load_data
+from transferkit.data import Augment, TensorData, load_data
 from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError
 
@@ -117,3 +119,37 @@ def test_unknown_validator_and_method(capsys, tmp_path):
 def test_oracle_needs_target_test(digits16):
     with pytest.raises(TransferkitError, match="--oracle"):
         adapt(digits16, digits16.unlabeled(), AdaptSpec(method="dann", oracle=True), verbose=False)
+
+
+class _CountingAugment(Augment):
+    """An augmentation that records the size of every batch it transforms."""
+
+    def __init__(self) -> None:
+        super().__init__(shift=1.0, scale=(0.9, 1.1))
+        self.sizes: list[int] = []
+
+    def __call__(self, x, generator=None):
+        self.sizes.append(len(x))
+        return super().__call__(x, generator)
+
+
+@pytest.mark.parametrize("augment_target", [False, True])
+def test_augmentation_reaches_source_and_optionally_target_batches(digits16, digits16_test, augment_target):
+    src = TensorData(digits16.x[:256], digits16.y[:256], digits16.classes, "src")
+    tgt = digits16_test.unlabeled().subset(torch.arange(100))  # 100 target images: target batches of 32 are distinguishable
+    aug = _CountingAugment()
+    spec = AdaptSpec(method="mcc", source_epochs=1, batch_size=32, val_target_size=50, augment_target=augment_target)
+    res = adapt(src, tgt, spec, TrainConfig(epochs=1, steps_per_epoch=3), "lenet", verbose=False, callbacks=[], augment=aug)
+    assert res.model is not None
+    # stage 1: 230 training images (10% held out) -> 7 batches of 32; stage 2: 3 steps, target batches only if asked
+    assert len(aug.sizes) == 7 + 3 * (2 if augment_target else 1)
+    assert all(n == 32 for n in aug.sizes)
+
+
+def test_cli_augment_options_reach_adapt(capsys, tmp_path, tables):
+    rc, _, err = run(capsys, "adapt", "--method", "mcc", "--source", "digits", "--target", "digits:test", "--image-size", "16",
+                     "--augment-shift", "1", "--augment-scale", "0.9", "1.1", "--augment-target", "--epochs", "1",
+                     "--source-epochs", "1", "--quiet", "--run-dir", str(tmp_path / "aug"), "--device", "cpu")
+    assert rc == 0, err
+    saved = yaml.safe_load((tmp_path / "aug" / "config.yaml").read_text())
+    assert saved["augment_scale"] == [0.9, 1.1] and saved["augment_target"] is True

@@ -149,3 +149,18 @@ def test_collections_where_one_value_is_expected_name_the_field(key, value, caps
         return  # a list is what a repeatable option takes (its items are checked elsewhere)
     assert rc == 2
     assert f"'{key}'" in one_error_line(err)
+
+
+def test_pair_option_from_config_and_its_errors(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: digits\nmodel: mlp\nepochs: 1\nval_split: 0\nquiet: true\ndevice: cpu\naugment_scale: [0.9, 1.1]\n")
+    assert main(["train", "--config", str(cfg), "--run-dir", str(tmp_path / "run")]) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["augment_scale"] == [0.9, 1.1]
+    rc, _, err = run_config("augment_scale: 0.9\n", capsys)
+    assert rc == 2 and "'augment_scale' must be a list of 2 values, got 0.9" in one_error_line(err)
+    rc, _, err = run_config("augment_scale: [0.9, x]\n", capsys)
+    assert rc == 2 and "'augment_scale'" in one_error_line(err)
+    rc = main(["train", "--data", "digits", "--model", "mlp", "--augment-scale", "1.2", "0.8", "--run-dir", str(tmp_path / "r2")])
+    assert rc == 2 and "LO <= HI" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "r2").exists()

@@ -82,6 +82,8 @@ def allowed(param: click.Parameter) -> str:
         text = "a path"
     elif t is click.STRING:
         text = "a string"
+    elif isinstance(t, click.Tuple):
+        text = f"a list of {len(t.types)} values"
     else:
         text = f"a {t.name}"
     if getattr(param, "multiple", False):
@@ -97,8 +99,8 @@ def _is_float_type(t: click.ParamType) -> bool:
     return t is click.FLOAT or isinstance(t, click.FloatRange)
 
 
-def _scalar(value: Any, param: click.Parameter, ctx: click.Context | None, fail: Any) -> Any:
-    t = param.type
+def _scalar(value: Any, param: click.Parameter, ctx: click.Context | None, fail: Any, t: click.ParamType | None = None) -> Any:
+    t = param.type if t is None else t
     if isinstance(value, bool):
         if t is not click.BOOL:
             fail()
@@ -146,6 +148,11 @@ def convert_value(key: Any, value: Any, param: click.Parameter, ctx: click.Conte
         if not isinstance(value, bool):
             fail()
         return value
+    if isinstance(param.type, click.Tuple):
+        types = param.type.types
+        if not isinstance(value, list) or len(value) != len(types):
+            fail()
+        return tuple(_scalar(item, param, ctx, fail, t) for item, t in zip(value, types, strict=True))
     if getattr(param, "multiple", False):
         items = value if isinstance(value, list) else [value]
         return [_scalar(item, param, ctx, fail) for item in items]

@@ -25,6 +25,7 @@ from ..adapt.validators import check_validator
 from ..engine import resolve_device
 from ..errors import TransferkitError, unknown_name
 from .common import (
+    augment_from,
     callbacks,
     config_option,
     data_options,
@@ -68,6 +69,7 @@ def _method_help() -> str:
 @click.option("--mmd-estimate", type=click.Choice(MMD_ESTIMATES), default="unbiased", show_default=True, help="DAN: MMD estimate (linear = linear-time).")
 @click.option("--dan-layer", multiple=True, default=("features", "logits"), show_default=True, help="DAN: layers to align (features, logits or a module path; repeatable).")
 @click.option("--hidden", type=click.IntRange(1), default=500, show_default=True, help="Width of the domain discriminator.")
+@click.option("--augment-target", is_flag=True, default=False, help="Apply the --augment-* transforms to target batches too (default: source only).")
 @click.option("--cold-start", is_flag=True, default=False, help="Start adaptation from random weights instead of the source model.")
 @click.option("--n-components", type=click.IntRange(1), default=20, show_default=True, help="Shallow: dimension of the aligned subspace (sa, tca, pca).")
 @data_options
@@ -119,10 +121,11 @@ def _adapt(p: dict[str, Any]) -> None:
         method=method, select_by=p["select_by"], oracle=p["oracle"], weight=p["weight"], schedule=p["weight_schedule"],
         source_epochs=p["source_epochs"], batch_size=p["batch_size"], val_fraction=p["source_val"],
         val_target_size=p["val_target_size"], mmd_estimate=p["mmd_estimate"], dan_layers=tuple(p["dan_layer"]),
-        hidden=p["hidden"], warm_start=not p["cold_start"],
+        hidden=p["hidden"], warm_start=not p["cold_start"], augment_target=p["augment_target"],
     )
     res = adapt(source, target, spec, train_config(p), arch, test, source_model, run, device,
-                verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"], bottleneck_dim=p["bottleneck_dim"])
+                verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"], bottleneck_dim=p["bottleneck_dim"],
+                augment=augment_from(p))
     s = res.summary
     sel = s["selection"]
     epoch = "-" if sel["epoch"] is None else sel["epoch"] + 1

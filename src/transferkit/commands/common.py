@@ -79,6 +79,8 @@ train_options = compose(
     click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=None, help="Clip the gradient norm."),
     click.option("--augment-shift", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Random translation of up to N pixels."),
     click.option("--augment-flip", is_flag=True, default=False, help="Random horizontal flips."),
+    click.option("--augment-scale", type=(click.FloatRange(min=0, min_open=True), click.FloatRange(min=0, min_open=True)),
+                 default=None, help="Random zoom by a factor drawn from [LO, HI] (e.g. 0.85 1.15)."),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--deterministic", is_flag=True, default=False, help="Use deterministic kernels (slower on GPU)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True),
@@ -105,7 +107,13 @@ def train_config(p: dict[str, Any]) -> TrainConfig:
 
 
 def augment_from(p: dict[str, Any]) -> Augment:
-    return Augment(shift=p.get("augment_shift", 0.0), flip=p.get("augment_flip", False))
+    scale = p.get("augment_scale")
+    if scale is not None:
+        lo, hi = (float(v) for v in scale)
+        if lo > hi:
+            raise TransferkitError(f"--augment-scale takes LO HI with LO <= HI, got {lo} {hi}")
+        scale = (lo, hi)
+    return Augment(shift=p.get("augment_shift", 0.0), flip=p.get("augment_flip", False), scale=scale)
 
 
 def load(spec: str, p: dict[str, Any], split: str = "train") -> TensorData:
@@ -137,6 +145,7 @@ def open_run(p: dict[str, Any], command: str) -> RunDir:
 
 
 def start(p: dict[str, Any]) -> None:
+    augment_from(p)  # refuse a bad --augment-scale before any run folder exists
     seed_everything(p["seed"], p.get("deterministic", False))
 
 

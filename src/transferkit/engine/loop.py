@@ -282,8 +282,10 @@ class Trainer:
             sums: dict[str, float] = {}
             n = 0
             gen = epoch_generator(self.config.seed, epoch)
-            for i, batch in enumerate(self.train_batches(epoch, gen)):
-                if i >= self.steps_per_epoch:
+            batches = iter(self.train_batches(epoch, gen))
+            for _ in range(self.steps_per_epoch):  # never draws (or augments) a batch it will not use
+                batch = next(batches, None)
+                if batch is None:
                     break
                 losses = self._step(batch, epoch)
                 for k, v in losses.items():
