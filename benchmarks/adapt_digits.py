@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
 import statistics
 import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ PUBLISHED = {  # TLlib, LeNet, M->U / U->M
     "source-only": (82.1, 74.6), "dann": (91.7, 95.2), "adda": (94.5, 98.3), "cdan": (96.0, 97.7), "mcc": (95.1, 94.6),
 }
 SKADA_ISSUE = {"acc": 87.6, "wall_s": 566.0, "detail": "skada 0.6.0 DANN, LeNet, batch 64/domain, Adam 2e-4, 7 epochs over MNIST; measured in the issue on another machine"}
-METHODS = ["source-only", "dan", "deep-coral", "dann", "adda", "cdan", "mcc"]
+METHODS = ["source-only", "dan", "deep-coral", "dann", "adda", "cdan", "mcc", "adamatch"]
 TASKS = {"M->U": ("mnist", "usps"), "U->M": ("usps", "mnist")}
 TASK_ARGS = {"mnist-usps": "M->U", "usps-mnist": "U->M"}
 VALIDATORS = ("im", "snd", "entropy", "source-acc")
@@ -72,6 +74,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--skada", action="store_true", help="also train skada's DANN on the same data (pip install skada skorch)")
     ap.add_argument("--skada-epochs", type=int, default=7)
     ap.add_argument("--no-table-pair", action="store_true", help="skip the feature-table row (mnist5k -> digits, 8x8, MLP)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs (task x seed, and skada) in parallel, one thread each")
     ap.add_argument("--name", default="adapt_digits")
     return ap.parse_args()
 
@@ -100,49 +103,54 @@ def cost_curve(history: list[dict[str, Any]], start: float = 0.0) -> list[tuple[
     return out
 
 
-def run_task(task: str, a: argparse.Namespace, augment: Augment | None, log: list[dict[str, Any]]) -> dict[str, dict[str, list[Any]]]:
+def run_unit(task: str, seed: int, a: argparse.Namespace, augment: Augment | None) -> list[dict[str, Any]]:
+    """One task and seed: the source stage, then every method from a copy of its model."""
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore", UserWarning)
     src, tgt, test = task_data(task, a)
     curve_test = subset(test, a.curve_test_subset, 2)
+    epochs_src = max(1, a.source_steps // a.eval_every)
+    spec = AdaptSpec(method="source-only", select_by=a.select_by, source_epochs=epochs_src, source_lr=a.source_lr,
+                     batch_size=a.batch_size, val_fraction=0.05, val_target_size=a.val_target_size,
+                     source_steps_per_epoch=a.eval_every)
+    torch.manual_seed(seed)
+    base = adapt(src, tgt, spec, TrainConfig(epochs=epochs_src, lr=a.source_lr, seed=seed), "lenet", curve_test,
+                 verbose=False, callbacks=[], augment=augment)
+    src_curve = cost_curve(base.source_history)
+    t_src = src_curve[-1][0]
+    records = []
+    for method in a.methods:
+        if method == "source-only":
+            res, hist, curve = base, base.source_history, src_curve
+        else:
+            mspec = AdaptSpec(method=method, select_by=a.select_by, batch_size=a.batch_size, val_fraction=0.05,
+                              val_target_size=a.val_target_size)
+            mcfg = TrainConfig(epochs=max(1, a.steps // a.eval_every), lr=a.lr, seed=seed, steps_per_epoch=a.eval_every)
+            torch.manual_seed(seed)
+            res = adapt(src, tgt, mspec, mcfg, "lenet", curve_test, copy.deepcopy(base.source_model),
+                        verbose=False, callbacks=[], augment=augment)
+            hist = res.history
+            curve = src_curve + cost_curve(hist, t_src)
+        final = evaluate(res.model, test)["acc"]  # full target test set, selected checkpoint
+        sel = {v: max(hist, key=lambda r, v=v: r["val"][v])["val"]["target_test_acc"] for v in VALIDATORS}
+        oracle = max(r["val"]["target_test_acc"] for r in hist)
+        records.append({"task": task, "method": method, "seed": seed, "final_full_test": final, "selected_by": sel,
+                        "oracle_curve_subset": oracle, "wall_s": curve[-1][0], "curve": curve,
+                        "selected_epoch": res.summary["selection"]["epoch"]})
+        print(f"{task} seed {seed} {method:12s} {a.select_by}-selected {final:6.2f}  oracle {oracle:6.2f}  "
+              f"({curve[-1][0]:.0f}s)", flush=True)
+    return records
+
+
+def aggregate(log: list[dict[str, Any]], task: str) -> dict[str, dict[str, list[Any]]]:
     out: dict[str, dict[str, list[Any]]] = {}
-    for seed in a.seeds:
-        epochs_src = max(1, a.source_steps // a.eval_every)
-        spec = AdaptSpec(method="source-only", select_by=a.select_by, source_epochs=epochs_src, source_lr=a.source_lr,
-                         batch_size=a.batch_size, val_fraction=0.05, val_target_size=a.val_target_size,
-                         source_steps_per_epoch=a.eval_every)
-        torch.manual_seed(seed)
-        t0 = time.perf_counter()
-        base = adapt(src, tgt, spec, TrainConfig(epochs=epochs_src, lr=a.source_lr, seed=seed), "lenet", curve_test,
-                     verbose=False, callbacks=[], augment=augment)
-        src_curve = cost_curve(base.source_history)
-        t_src = src_curve[-1][0] if src_curve else time.perf_counter() - t0
-        for method in a.methods:
-            if method == "source-only":
-                res, hist, curve = base, base.source_history, src_curve
-            else:
-                mspec = AdaptSpec(method=method, select_by=a.select_by, batch_size=a.batch_size, val_fraction=0.05,
-                                  val_target_size=a.val_target_size)
-                mcfg = TrainConfig(epochs=max(1, a.steps // a.eval_every), lr=a.lr, seed=seed, steps_per_epoch=a.eval_every)
-                torch.manual_seed(seed)
-                res = adapt(src, tgt, mspec, mcfg, "lenet", curve_test, copy.deepcopy(base.source_model),
-                            verbose=False, callbacks=[], augment=augment)
-                hist = res.history
-                curve = src_curve + cost_curve(hist, t_src)
-            final = evaluate(res.model, test)["acc"]  # full target test set, selected checkpoint
-            sel = {v: max(hist, key=lambda r, v=v: r["val"][v])["val"]["target_test_acc"] for v in VALIDATORS}
-            oracle = max(r["val"]["target_test_acc"] for r in hist)
-            wall = curve[-1][0]
-            rec = {"task": task, "method": method, "seed": seed, "final_full_test": final, "selected_by": sel,
-                   "oracle_curve_subset": oracle, "wall_s": wall, "curve": curve,
-                   "selected_epoch": res.summary["selection"]["epoch"]}
-            log.append(rec)
-            d = out.setdefault(method, {"acc": [], "oracle": [], "wall": []})
-            d["acc"].append(final)
-            d["oracle"].append(oracle)
-            d["wall"].append(wall)
-            for v, acc in sel.items():
-                d.setdefault(f"sel:{v}", []).append(acc)
-            print(f"{task} seed {seed} {method:12s} {a.select_by}-selected {final:6.2f}  oracle {oracle:6.2f}  ({wall:.0f}s)",
-                  flush=True)
+    for rec in sorted((r for r in log if r["task"] == task), key=lambda r: r["seed"]):
+        d = out.setdefault(rec["method"], {"acc": [], "oracle": [], "wall": []})
+        d["acc"].append(rec["final_full_test"])
+        d["oracle"].append(rec["oracle_curve_subset"])
+        d["wall"].append(rec["wall_s"])
+        for v, acc in rec["selected_by"].items():
+            d.setdefault(f"sel:{v}", []).append(acc)
     return out
 
 
@@ -169,6 +177,8 @@ def table_pair(a: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[s
 
 def skada_dann(a: argparse.Namespace, seed: int = 0) -> dict[str, Any]:
     """skada's DANN on MNIST -> USPS with our LeNet, the issue's settings; accuracy per epoch against training time."""
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore", UserWarning)
     try:
         import skada
         import skorch
@@ -243,7 +253,7 @@ def speed_ratios(log: list[dict[str, Any]], skada: dict[str, Any]) -> list[dict[
         if ours_v:
             out.append(ratio("dann_acc_at_equal_time_minus_skada", statistics.fmean(ours_v) - (sk if sk is not None else 0.0),
                              f"accuracy at {t_eq:.0f}s of training: transferkit DANN {statistics.fmean(ours_v):.2f}% "
-                             f"(mean of {len(ours_v)} seeds) vs skada {sk if sk is not None else 'no epoch finished'}"
+                             f"(mean of {len(ours_v)} seeds) vs skada " + (f"{sk:.2f}%" if sk is not None else "no epoch finished") +
                              f"; skada final {skada['final_acc']:.2f}% after {skada['train_s']:.0f}s"))
     else:
         times = [time_to(r["curve"], SKADA_ISSUE["acc"]) for r in dann]
@@ -266,18 +276,20 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     log: list[dict[str, Any]] = []
     validator_rows: list[dict[str, Any]] = []
-    skada = skada_dann(a) if a.skada else {"ran": False, "why": "not requested (--skada)"}
+    with ProcessPoolExecutor(a.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        sk_future = pool.submit(skada_dann, a) if a.skada else None
+        futures = [pool.submit(run_unit, task, seed, a, augment) for task in a.tasks for seed in a.seeds]
+        for f in futures:
+            log += f.result()
+        skada = sk_future.result() if sk_future is not None else {"ran": False, "why": "not requested (--skada)"}
     for task in a.tasks:
-        res = run_task(task, a, augment, log)
-        for method, d in res.items():
+        for method, d in aggregate(log, task).items():
             wall = statistics.fmean(d["wall"])
             rows.append(row(task, method, d["acc"], wall, f"{a.select_by} (unsupervised)"))
             rows.append(row(task, f"{method} [oracle]", d["oracle"], wall, "oracle: target-test labels (upper bound)"))
             for v in VALIDATORS:
                 validator_rows.append(row(task, method, d[f"sel:{v}"], wall, v))
     ratios = speed_ratios(log, skada)
-    if skada.get("ran"):
-        rows.append(row("M->U", "skada DANN (same run)", [skada["final_acc"]], skada["train_s"], "last epoch"))
     table_rows: list[dict[str, Any]] = []
     if not a.no_table_pair:
         table_rows, tlog = table_pair(a)

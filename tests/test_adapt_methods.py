@@ -23,6 +23,7 @@ from transferkit.adapt import (
 )
 from transferkit.data import TensorData, load_data
 from transferkit.engine import StepInfo, TrainConfig
+from transferkit.errors import TransferkitError
 from transferkit.models import create_model
 
 
@@ -137,3 +138,20 @@ def test_shallow_coral_and_sa_beat_no_adaptation_on_rescaled_digits(shifted_pair
     assert acc["coral"] > acc["none"] + 0.02
     assert acc["sa"] > acc["none"] + 0.04
     assert 0.1 < acc["iw-domain"] <= 1.0
+
+
+def test_adamatch_pseudo_labels_by_hand():
+    from transferkit.adapt.methods import aligned_pseudo_labels
+
+    p_s = torch.tensor([[0.9, 0.1], [0.3, 0.7]])  # source mean (0.6, 0.4); mean max-confidence 0.8
+    p_t = torch.tensor([[0.9, 0.1], [0.6, 0.4]])  # target mean (0.75, 0.25)
+    pseudo, mask = aligned_pseudo_labels(p_s, p_t, relative_threshold=0.9)  # threshold 0.72
+    # alignment multiplies by (0.6/0.75, 0.4/0.25) = (0.8, 1.6) then renormalises:
+    # row 0 -> (0.72, 0.16)/0.88 = (0.818, 0.182): class 0, kept; row 1 -> (0.48, 0.64)/1.12: class 1 (flipped), 0.571 < 0.72
+    assert pseudo.tolist() == [0, 1]
+    assert mask.tolist() == [1.0, 0.0]
+
+
+def test_adamatch_rejects_a_threshold_outside_0_1():
+    with pytest.raises(TransferkitError, match="relative_threshold must be in"):
+        create_method("adamatch", create_model("mlp", 3, (4,)), relative_threshold=1.5)
