@@ -163,7 +163,7 @@ def table_pair(a: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[s
     tgt = flat(load_data("digits", "train"), "digits-8x8")
     test = flat(load_data("digits", "test"), "digits-8x8-test")
     rows, log = [], []
-    for method in ("source-only", "deep-coral", "dann", "mcc"):
+    for method in ("source-only", "deep-coral", "dann", "mcc", "adamatch"):
         accs, t0 = [], time.perf_counter()
         for seed in a.seeds:
             torch.manual_seed(seed)

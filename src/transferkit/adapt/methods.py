@@ -244,8 +244,12 @@ class ADDA(Method):
 
     def training_losses(self, batch: Batch, info: StepInfo) -> dict[str, Tensor]:
         (xs, _), xt = batch
+        source_encoder = self.source_encoder[0]
+        # the same mode on both sides: dropout noise on target features only would let the
+        # discriminator tell the domains apart by the noise, not by the features
+        source_encoder.train(self.model.training)
         with torch.no_grad():
-            fs = self.source_encoder[0].features(xs)
+            fs = source_encoder.features(xs)
         ft = self.model.features(xt)
         d_loss = domain_bce(self.discriminator(fs), self.discriminator(ft.detach()))
         frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
