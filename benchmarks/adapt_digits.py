@@ -58,7 +58,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--source-steps", type=int, default=2000, help="stage-1 steps (source-only training)")
-    ap.add_argument("--steps", type=int, default=2000, help="stage-2 steps per method")
+    ap.add_argument("--steps", type=int, default=1500, help="stage-2 steps per method")
     ap.add_argument("--eval-every", type=int, default=500, help="steps between checkpoints (validator evaluations)")
     ap.add_argument("--batch-size", type=int, default=64, help="per domain")
     ap.add_argument("--source-lr", type=float, default=1e-3)
@@ -74,6 +74,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--skada", action="store_true", help="also train skada's DANN on the same data (pip install skada skorch)")
     ap.add_argument("--skada-epochs", type=int, default=7)
     ap.add_argument("--no-table-pair", action="store_true", help="skip the feature-table row (mnist5k -> digits, 8x8, MLP)")
+    ap.add_argument("--unit-cache", default=None, help="folder keeping each finished task x seed unit (resume after an interruption)")
     ap.add_argument("--jobs", type=int, default=2, help="runs (task x seed, and skada) in parallel, one thread each")
     ap.add_argument("--name", default="adapt_digits")
     return ap.parse_args()
@@ -104,7 +105,16 @@ def cost_curve(history: list[dict[str, Any]], start: float = 0.0) -> list[tuple[
 
 
 def run_unit(task: str, seed: int, a: argparse.Namespace, augment: Augment | None) -> list[dict[str, Any]]:
-    """One task and seed: the source stage, then every method from a copy of its model."""
+    """One task and seed: the source stage, then every method from a copy of its model.
+
+    With ``--unit-cache DIR`` the unit's records are saved there and reused by a later run
+    with the same settings (an interrupted benchmark resumes unit by unit)."""
+    cache = None
+    if a.unit_cache:
+        key = f"{task.replace('->', '')}-seed{seed}-src{a.source_steps}-steps{a.steps}-{'-'.join(a.methods)}.json"
+        cache = Path(a.unit_cache) / key
+        if cache.is_file():
+            return json.loads(cache.read_text())
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", UserWarning)
     src, tgt, test = task_data(task, a)
@@ -139,6 +149,9 @@ def run_unit(task: str, seed: int, a: argparse.Namespace, augment: Augment | Non
                         "selected_epoch": res.summary["selection"]["epoch"]})
         print(f"{task} seed {seed} {method:12s} {a.select_by}-selected {final:6.2f}  oracle {oracle:6.2f}  "
               f"({curve[-1][0]:.0f}s)", flush=True)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(records))
     return records
 
 

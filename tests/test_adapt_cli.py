@@ -153,3 +153,11 @@ def test_cli_augment_options_reach_adapt(capsys, tmp_path, tables):
     assert rc == 0, err
     saved = yaml.safe_load((tmp_path / "aug" / "config.yaml").read_text())
     assert saved["augment_scale"] == [0.9, 1.1] and saved["augment_target"] is True
+
+
+def test_source_epochs_longer_than_one_pass_keep_drawing_batches(digits16):
+    src = TensorData(digits16.x[:256], digits16.y[:256], digits16.classes, "src")
+    aug = _CountingAugment()
+    spec = AdaptSpec(method="source-only", source_epochs=2, source_steps_per_epoch=10, batch_size=32, val_target_size=50)
+    adapt(src, digits16.unlabeled(), spec, TrainConfig(epochs=1), "lenet", verbose=False, callbacks=[], augment=aug)
+    assert len(aug.sizes) == 20  # 2 epochs x 10 steps, although one pass over 230 images is 7 batches

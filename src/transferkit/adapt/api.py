@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -253,7 +254,9 @@ def adapt(
             sub = run.path / "source"
             run1 = open_run_dir(sub, resume=resume and (sub / "checkpoints").is_dir(), overwrite=sub.exists() and not resume)
         keep1 = KeepBest()
-        t1 = Trainer(SourceOnly(model), cfg1, source_batches, steps, validate=validate, score=score,
+        # an epoch longer than one pass over the source (source_steps_per_epoch) keeps drawing batches
+        stage1 = source_batches if cfg1.steps_per_epoch is None else partial(_forever, source_batches)
+        t1 = Trainer(SourceOnly(model), cfg1, stage1, steps, validate=validate, score=score,
                      select_name=select_name, run=run1, device=device,
                      callbacks=[*(callbacks if callbacks is not None else []), keep1], verbose=verbose)
         if run1 is not None and resume and (run1.checkpoints).is_dir():
