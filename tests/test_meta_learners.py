@@ -113,6 +113,46 @@ def test_vmap_over_tasks_equals_python_loop_with_batch_norm(cls):
     assert torch.allclose(grads[0], grads[1], atol=1e-12)
 
 
+def test_vmap_in_chunks_equals_python_loop():
+    model = tiny(bn=True)
+    learner = MAML(model, inner_lr=0.3, inner_steps=2)
+    ep = episode(tasks=5)
+    grads = []
+    for chunk, vec in ((2, True), (None, False)):
+        learner.chunk_size = chunk
+        model.zero_grad()
+        learner.meta_loss(ep, vectorise=vec).backward()
+        grads.append(flat_grad(model))
+    assert torch.allclose(grads[0], grads[1], atol=1e-12)
+
+
+def test_batch_stat_norm_matches_batch_norm_with_first_and_second_derivatives():
+    from transferkit.meta.learner import batch_stat_norm
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(6, 4, 5, 5, generator=g, dtype=torch.float64) * 2 + 1).requires_grad_()
+    w = torch.randn(4, generator=g, dtype=torch.float64).requires_grad_()
+    b = torch.randn(4, generator=g, dtype=torch.float64).requires_grad_()
+    c = torch.randn(6, 4, 5, 5, generator=g, dtype=torch.float64)
+
+    def reference(x, w, b):  # the textbook formula
+        mean = x.mean((0, 2, 3), keepdim=True)
+        var = ((x - mean) ** 2).mean((0, 2, 3), keepdim=True)
+        return (x - mean) / torch.sqrt(var + 1e-5) * w.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)
+
+    got, ref = batch_stat_norm(x, w, b, 1e-5), reference(x, w, b)
+    assert torch.allclose(got, ref, atol=1e-12)
+    assert torch.allclose(got, F.batch_norm(x, None, None, w, b, True, 0.0, 1e-5), atol=1e-12)
+    with torch.no_grad():  # the fused path used in evaluation
+        assert torch.allclose(batch_stat_norm(x, w, b, 1e-5), ref, atol=1e-12)
+    derivs = []
+    for fn in (batch_stat_norm, lambda x, w, b, eps: reference(x, w, b)):
+        first = torch.autograd.grad((fn(x, w, b, 1e-5) * c).sum(), (x, w, b), create_graph=True)
+        second = torch.autograd.grad(sum((d ** 2).sum() for d in first), (x, w))  # the bias gradient is constant
+        derivs.append(torch.cat([t.flatten() for t in (*first, *second)]))
+    assert torch.allclose(derivs[0], derivs[1], atol=1e-10)
+
+
 def test_protonet_logits_are_negative_squared_distances():
     model = tiny()
     learner = ProtoNet(model, ways=3)

@@ -50,17 +50,33 @@ def batch_stat_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: 
     ``vmap`` of double backward exact; the fused ``aten.native_batch_norm``
     gives wrong second-order meta-gradients under vmap (measured: 15% relative
     error against the per-task loop in float64, torch 2.x).
+
+    For speed the full-size tensor is touched as few times as possible: the
+    statistics come from ``x`` and ``x * x`` (``var = E[x^2] - mean^2``), and the
+    normalisation is folded into one per-channel ``scale`` and ``shift``, so the
+    output is ``x * scale + shift``. This needs about half the full-size
+    elementwise passes of ``(x - mean) * rsqrt(var + eps) * weight + bias`` in the
+    forward, backward and double backward (conv4 MAML meta-gradient of 16 tasks,
+    one thread: 1.94 s -> 1.37 s under vmap, 1.32 s -> 1.06 s in the task loop).
+    ``E[x^2] - mean^2`` loses float32 precision only when ``|mean| >> std``, which
+    conv outputs do not show (clamped at 0 for safety). Without autograd
+    (evaluation, ``torch.no_grad``) the fused kernel is used: no double backward there.
     """
+    n = x.numel() // x.shape[1]
+    if not torch.is_grad_enabled() and n > 1:  # evaluation: no (double) backward, the fused kernel is exact
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
     dims = [0, *range(2, x.dim())]
-    mean = x.mean(dims, keepdim=True)
-    var = ((x - mean) ** 2).mean(dims, keepdim=True)
-    y = (x - mean) * torch.rsqrt(var + eps)
     shape = [1, -1] + [1] * (x.dim() - 2)
+    # sums divided afterwards: the backward of a sum is a broadcast view, of a mean a full-size division
+    mean = x.sum(dims, keepdim=True) / n
+    var = ((x * x).sum(dims, keepdim=True) / n - mean * mean).clamp(min=0)
+    scale = torch.rsqrt(var + eps)
     if weight is not None:
-        y = y * weight.view(shape)
+        scale = scale * weight.view(shape)
+    shift = -mean * scale
     if bias is not None:
-        y = y + bias.view(shape)
-    return y
+        shift = shift + bias.view(shape)
+    return x * scale + shift
 
 
 def use_batch_statistics(model: nn.Module) -> list[nn.Module]:
@@ -156,7 +172,7 @@ class MetaLearner(Method):
         """Mean task loss over the meta-batch (vmap over tasks, or a Python loop for reference)."""
         params = self.params()
         e = episode
-        if vectorise:
+        if vectorise and e.num_tasks > 1:  # one task: nothing to vectorise, skip vmap's overhead
             losses = vmap(self.task_loss, in_dims=(None, 0, 0, 0, 0), randomness="different", chunk_size=self.chunk_size)(
                 params, e.support_x, e.support_y, e.query_x, e.query_y
             )
@@ -178,6 +194,8 @@ class MetaLearner(Method):
         def one(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
             return self.predict(self.adapt(sx, sy, params, steps), qx)
 
+        if episode.num_tasks == 1:  # nothing to vectorise
+            return one(episode.support_x[0], episode.support_y[0], episode.query_x[0]).unsqueeze(0)
         return vmap(one, randomness="different")(episode.support_x, episode.support_y, episode.query_x)
 
     def evaluate(self, sampler: Any, episodes: int = 600, chunk: int = 32, seed: int = 0, steps: int | None = None) -> dict[str, float]:
