@@ -7,7 +7,7 @@ batch 64 per domain. Checkpoints (every ``--eval-every`` steps) are chosen by an
 unsupervised validator (``--select-by``, default IM); rows marked ``[oracle]`` pick the
 checkpoint by target-test accuracy and are an upper bound, not a result.
 
-``--skada`` also trains skada's DANN (pip install skada skorch) on the same MNIST -> USPS
+``--skada`` also trains skada's DANN (the ``bench`` extra: skada, skorch) on the same MNIST -> USPS
 data and LeNet, with the settings the issue measured (batch 64 per domain, Adam 2e-4, 7
 epochs over MNIST, no augmentation), in the same process, and records target-test accuracy
 against training time for both libraries.
@@ -71,7 +71,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--train-subset", type=int, default=None, help="use at most N training images per domain (default: full sets)")
     ap.add_argument("--curve-test-subset", type=int, default=2500,
                     help="per-checkpoint target-test curve on a fixed subset (USPS test is whole; final numbers use the full test set)")
-    ap.add_argument("--skada", action="store_true", help="also train skada's DANN on the same data (pip install skada skorch)")
+    ap.add_argument("--skada", action="store_true", help="also train skada's DANN on the same data (the bench extra: pip install -e '.[bench]')")
     ap.add_argument("--skada-epochs", type=int, default=7)
     ap.add_argument("--no-table-pair", action="store_true", help="skip the feature-table row (mnist5k -> digits, 8x8, MLP)")
     ap.add_argument("--unit-cache", default=None, help="folder keeping each finished task x seed unit (resume after an interruption)")
@@ -197,7 +197,7 @@ def skada_dann(a: argparse.Namespace, seed: int = 0) -> dict[str, Any]:
         import skorch
         from skada.deep import DANN
     except ImportError as exc:
-        return {"ran": False, "why": f"skada is not installed ({exc}); pip install skada skorch"}
+        return {"ran": False, "why": f"skada is not installed ({exc}); pip install -e '.[bench]'"}
     src, tgt, test = task_data("M->U", a)
     torch.manual_seed(seed)
     model = create_model("lenet", 10, (1, 28, 28))
