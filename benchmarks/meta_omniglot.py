@@ -28,9 +28,11 @@ Protocol (run with TRANSFERKIT_DATA_DIR=/work/shared/data):
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import RESULTS, markdown_table, ratio, row, write_results
 from transferkit.data import load_data
+from transferkit.data.transforms import Augment
 from transferkit.engine import TrainConfig, seed_everything
 from transferkit.meta import (
     EpisodeSampler,
@@ -84,13 +87,17 @@ def args() -> argparse.Namespace:
                     help="MAML settings to run (5w5s reuses the 5-way 1-shot model)")
     ap.add_argument("--speed-repeats", type=int, default=3)
     ap.add_argument("--speed-chunk", type=int, default=4, help="also time vmap over chunks of this many tasks")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a crowded shared CPU)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process (1 is fastest on a crowded shared CPU)")
+    ap.add_argument("--name", default="meta_omniglot", help="results file stem under benchmarks/results/")
+    ap.add_argument("--jobs", type=int, default=2, help="meta-training runs in parallel processes (the speed test runs alone first)")
+    ap.add_argument("--proto-augment-shift", type=float, default=0.0, help="ProtoNet training: random shift of up to N pixels")
+    ap.add_argument("--proto-augment-scale", type=float, nargs=2, default=None, metavar=("LO", "HI"), help="ProtoNet training: random zoom")
     return ap.parse_args()
 
 
 def train_eval(method: str, data: Any, split: dict[str, list[int]], ways: int, shots: int, queries: int, steps: int,
                batch: int, seed: int, tests: list[tuple[str, int, int]], a: argparse.Namespace, first_order: bool = False,
-               schedule: str = "none") -> tuple[dict[str, dict[str, float]], float, float]:
+               schedule: str = "none", augment: Augment | None = None) -> tuple[dict[str, dict[str, float]], float, float]:
     """Meta-train one model, evaluate it on the meta-test classes; returns (results, train seconds, total seconds)."""
     seed_everything(seed)
     spec = MetaSpec(method=method, ways=ways, shots=shots, queries=queries, meta_batch=batch, inner_steps=1,
@@ -99,7 +106,8 @@ def train_eval(method: str, data: Any, split: dict[str, list[int]], ways: int, s
     learner = build_learner(create_model("conv4", ways, data.input_shape), spec)
     train_s = EpisodeSampler(data, split["train"], ways, shots, queries, rotations=True)
     t0 = time.perf_counter()
-    meta_train(learner, train_s, spec, TrainConfig(epochs=1, lr=1e-3, seed=seed, schedule=schedule), verbose=False, callbacks=[])
+    meta_train(learner, train_s, spec, TrainConfig(epochs=1, lr=1e-3, seed=seed, schedule=schedule), verbose=False, callbacks=[],
+               augment=augment)
     t_train = time.perf_counter() - t0
     out = {}
     for name, n, k in tests:
@@ -157,6 +165,40 @@ def speed(a: argparse.Namespace, data: Any, split: dict[str, list[int]]) -> list
     return out
 
 
+def run_unit(unit: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
+    """One meta-training run (a worker process, one thread): returns its per-setting results and times."""
+    torch.set_num_threads(a.threads)
+    data = load_data("omniglot:small")
+    split = split_classes(data.classes, 0.0, 0.25, by_group=True, seed=0)
+    res, tt, w = train_eval(unit["method"], data, split, unit["ways"], 1, unit["queries"], unit["steps"], unit["batch"],
+                            unit["seed"], unit["tests"], a, unit["first_order"], unit["schedule"], unit.get("augment"))
+    return {**unit, "results": res, "train_s": tt, "wall_s": w}
+
+
+def units(a: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every meta-training run of the benchmark, longest first (so the process pool finishes together)."""
+    out = []
+    aug = Augment(shift=a.proto_augment_shift, scale=tuple(a.proto_augment_scale) if a.proto_augment_scale else None)
+    for seed in a.seeds:
+        out.append({"label": "ProtoNets", "method": "protonet", "ways": a.proto_ways, "queries": a.proto_queries, "steps": a.proto_steps,
+                    "batch": a.proto_batch, "seed": seed, "tests": SETTINGS, "first_order": False, "schedule": a.proto_schedule,
+                    "augment": aug if aug.active else None, "cost": a.proto_steps * a.proto_ways * 3})
+    want = {"5-way 1-shot": "5w1s", "5-way 5-shot": "5w5s", "20-way 1-shot": "20w1s"}
+    tests5 = [s for s in SETTINGS[:2] if want[s[0]] in a.maml_settings]
+    for order in ("2nd", "1st"):
+        fo = order == "1st"
+        for seed in a.seeds:
+            common = {"label": f"MAML ({order} order)", "method": "maml", "queries": a.maml_queries, "seed": seed, "first_order": fo,
+                      "schedule": a.maml_schedule}
+            if tests5 and order in a.maml_orders:
+                out.append({**common, "ways": 5, "steps": a.maml_steps, "batch": a.maml_batch, "tests": tests5,
+                            "cost": a.maml_steps * a.maml_batch * 5 * (2 if fo else 3)})
+            if "20w1s" in a.maml_settings and order in a.maml20_orders:
+                out.append({**common, "ways": 20, "steps": a.maml20_steps, "batch": a.maml20_batch, "tests": SETTINGS[2:],
+                            "cost": a.maml20_steps * a.maml20_batch * 20 * (2 if fo else 3)})
+    return sorted(out, key=lambda u: -u["cost"])
+
+
 def main() -> None:
     a = args()
     torch.set_num_threads(a.threads)
@@ -165,58 +207,33 @@ def main() -> None:
     split = split_classes(data.classes, 0.0, 0.25, by_group=True, seed=0)
     alph = {k: sorted({data.classes[i].split("/")[0] for i in v}) for k, v in split.items()}
     print(f"omniglot:small {data.num_classes} characters; meta-train {alph['train']}, meta-test {alph['test']}", flush=True)
-    ratios = speed(a, data, split)
+    ratios = speed(a, data, split)  # alone on the machine, before the pool starts
+    with ProcessPoolExecutor(a.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        done = [f.result() for f in [pool.submit(run_unit, u, a) for u in units(a)]]
     rows: list[dict[str, Any]] = []
     details: list[dict[str, Any]] = []
-    # ProtoNets: one higher-way 1-shot model per seed, evaluated in every setting
-    proto: dict[str, list[dict[str, float]]] = {s[0]: [] for s in SETTINGS}
-    wall = train_wall = 0.0
-    for seed in a.seeds:
-        res, tt, w = train_eval("protonet", data, split, a.proto_ways, 1, a.proto_queries, a.proto_steps, a.proto_batch, seed,
-                                SETTINGS, a, schedule=a.proto_schedule)
-        wall, train_wall = wall + w, train_wall + tt
-        for k, v in res.items():
-            proto[k].append(v)
-    for name, _, _ in SETTINGS:
-        rows.append(row(name, "ProtoNets", [m["acc"] for m in proto[name]], wall / len(SETTINGS), "last"))
-        details.append({"task": name, "method": "ProtoNets", "ci95": [m["ci95"] for m in proto[name]], "episodes": a.test_episodes,
-                        "train_s_per_seed": round(train_wall / len(a.seeds), 1),
-                        "train": f"one model per seed: {a.proto_ways}-way 1-shot, {a.proto_queries} queries/class, {a.proto_steps} "
-                                 f"meta-iterations x {a.proto_batch} task(s), Adam 1e-3, {a.proto_schedule} lr schedule"})
-    # MAML: 5-way model (tested 1- and 5-shot) and 20-way model, first and/or second order
-    want = {"5-way 1-shot": "5w1s", "5-way 5-shot": "5w5s", "20-way 1-shot": "20w1s"}
-    tests5 = [s for s in SETTINGS[:2] if want[s[0]] in a.maml_settings]
-    for order in [o for o in ("2nd", "1st") if o in a.maml_orders or o in a.maml20_orders]:
-        fo = order == "1st"
-        label = f"MAML ({order} order)"
-        per: dict[str, list[dict[str, float]]] = {s[0]: [] for s in SETTINGS}
-        wall5 = wall20 = train5 = train20 = 0.0
-        for seed in a.seeds:
-            if tests5 and order in a.maml_orders:
-                res, tt, w = train_eval("maml", data, split, 5, 1, a.maml_queries, a.maml_steps, a.maml_batch, seed, tests5, a, fo,
-                                        a.maml_schedule)
-                wall5, train5 = wall5 + w, train5 + tt
-                for k, v in res.items():
-                    per[k].append(v)
-            if "20w1s" in a.maml_settings and order in a.maml20_orders:
-                res, tt, w = train_eval("maml", data, split, 20, 1, a.maml_queries, a.maml20_steps, a.maml20_batch, seed, SETTINGS[2:],
-                                        a, fo, a.maml_schedule)
-                wall20, train20 = wall20 + w, train20 + tt
-                for k, v in res.items():
-                    per[k].append(v)
-        for name, n, _ in SETTINGS:
-            if not per[name]:
+    for label in ("ProtoNets", "MAML (2nd order)", "MAML (1st order)"):
+        for name, _, _ in SETTINGS:
+            runs = sorted((u for u in done if u["label"] == label and name in u["results"]), key=lambda u: u["seed"])
+            if not runs:
                 continue
-            steps, batch = (a.maml_steps, a.maml_batch) if n == 5 else (a.maml20_steps, a.maml20_batch)
-            rows.append(row(name, label, [m["acc"] for m in per[name]], (wall5 / len(tests5) if n == 5 else wall20), "last"))
-            details.append({"task": name, "method": label, "ci95": [m["ci95"] for m in per[name]], "episodes": a.test_episodes,
-                            "train_s_per_seed": round((train5 if n == 5 else train20) / len(a.seeds), 1),
-                            "train": f"{n}-way 1-shot, {steps} meta-iterations x {batch} tasks, {a.maml_queries} queries/class, "
-                                     f"1 inner step lr 0.4 ({a.maml_eval_steps} at test), Adam 1e-3, {a.maml_schedule} lr schedule"})
+            u0 = runs[0]
+            accs = [u["results"][name]["acc"] for u in runs]
+            rows.append(row(name, label, accs, statistics.fmean(u["wall_s"] for u in runs), "last"))
+            if label == "ProtoNets":
+                aug = u0["augment"]
+                aug_text = "no augmentation" if aug is None else f"augmentation shift {aug.shift} px, zoom {aug.scale}"
+                train = (f"one model per seed: {u0['ways']}-way 1-shot, {u0['queries']} queries/class, {u0['steps']} meta-iterations x "
+                         f"{u0['batch']} task(s), Adam 1e-3, {u0['schedule']} lr schedule, {aug_text}")
+            else:
+                train = (f"{u0['ways']}-way 1-shot, {u0['steps']} meta-iterations x {u0['batch']} tasks, {u0['queries']} queries/class, "
+                         f"1 inner step lr 0.4 ({a.maml_eval_steps} at test), Adam 1e-3, {u0['schedule']} lr schedule")
+            details.append({"task": name, "method": label, "ci95": [u["results"][name]["ci95"] for u in runs], "episodes": a.test_episodes,
+                            "train_s_per_seed": round(statistics.fmean(u["train_s"] for u in runs), 1), "train": train})
     total = time.perf_counter() - t_all
     extra = {"protocol": __doc__.split("\n\n")[1], "details": details, "total_wall_s": round(total, 1),
              "budget": vars(a), "split": alph}
-    path = write_results("meta_omniglot", rows, ratios, extra)
+    path = write_results(a.name, rows, ratios, extra)
     table = markdown_table(rows, PUBLISHED)
     have = {(r["task"], r["method"]) for r in rows}
     missing = [f"{m} {t}" for m in ("MAML (2nd order)", "MAML (1st order)") for t, _, _ in SETTINGS if (t, m) not in have]
@@ -239,7 +256,7 @@ def main() -> None:
         "",
         f"Total wall time {total:.0f}s.",
     ]
-    (RESULTS / "meta_omniglot.md").write_text("\n".join(notes) + "\n")
+    (RESULTS / f"{a.name}.md").write_text("\n".join(notes) + "\n")
     print(table)
     print(f"wrote {path}")
 

@@ -118,3 +118,23 @@ def test_sinusoid_demo(tmp_path, capsys):
                  "--test-episodes", "10", "--run-dir", str(run), "--quiet"]) == 0
     assert "MSE" in capsys.readouterr().out
     assert main(["meta", "eval", "--model-from", str(run), "--episodes", "10"]) == 0
+
+
+def test_train_records_task_mode_and_augmentation(tmp_path):
+    import yaml
+
+    run = tmp_path / "run"
+    rc = main(["meta", "train", "--data", "digits", "--ways", "2", "--queries", "2", "--epochs", "1", "--episodes-per-epoch", "2",
+               "--meta-batch", "2", "--test-episodes", "4", "--tasks-as", "vmap", "--augment-shift", "1",
+               "--augment-scale", "0.9", "1.1", "--run-dir", str(run), "--quiet", "--device", "cpu"])
+    assert rc == 0
+    meta = yaml.safe_load((run / "meta.yaml").read_text())
+    assert meta["spec"]["tasks_as"] == "vmap"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["augment_shift"] == 1 and config["augment_scale"] == [0.9, 1.1]
+
+
+def test_bad_augment_scale_for_meta_train(tmp_path, capsys):
+    rc = main(["meta", "train", "--data", "digits", "--augment-scale", "1.2", "0.8", "--run-dir", str(tmp_path / "r"), "--quiet"])
+    assert rc == 2 and "--augment-scale takes LO HI with LO <= HI" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -100,10 +100,12 @@ def test_first_order_equals_second_order_without_second_derivatives():
     assert not torch.allclose(flat_grad(model), got, atol=1e-6)  # the dropped term is not zero here
 
 
-@pytest.mark.parametrize("cls", [MAML, ANIL, ProtoNet])
-def test_vmap_over_tasks_equals_python_loop_with_batch_norm(cls):
+@pytest.mark.parametrize("cls,first_order", [(MAML, False), (MAML, True), (ANIL, False), (ProtoNet, None)])
+def test_vmap_over_tasks_equals_python_loop_with_batch_norm(cls, first_order):
+    # second order uses the plain-op batch norm, ProtoNets and first order the fused kernel
     model = tiny(bn=True)
-    learner = cls(model) if cls is ProtoNet else cls(model, inner_lr=0.3, inner_steps=2)
+    learner = cls(model) if cls is ProtoNet else cls(model, inner_lr=0.3, inner_steps=2, first_order=first_order)
+    assert learner.double_backward == (first_order is False)
     ep = episode(tasks=4)
     grads = []
     for vec in (True, False):
@@ -229,3 +231,97 @@ def test_maml_on_sinusoids_learns_to_adapt():
 def test_maml_head_must_match_ways():
     with pytest.raises(TransferkitError, match="the model has 4 outputs but tasks are 5-way"):
         build_learner(create_model("mlp", 4, (3,)), MetaSpec(method="maml", ways=5))
+
+
+def test_fused_and_plain_batch_norm_give_the_same_protonet_gradient(monkeypatch):
+    model = tiny(bn=True)
+    learner = ProtoNet(model)
+    assert learner.double_backward is False
+    ep = episode(tasks=2)
+    grads = []
+    for plain in (False, True):
+        monkeypatch.setattr(ProtoNet, "double_backward", plain)  # force the path
+        model.zero_grad()
+        learner.meta_loss(ep).backward()
+        grads.append(flat_grad(model))
+    assert torch.allclose(grads[0], grads[1], atol=1e-12)
+
+
+def test_conv4_pools_before_relu_as_relu_then_pool(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("conv4", 5, (1, 28, 28)).eval()
+    x = torch.randn(3, 1, 28, 28)
+    h = x
+    for name in ("block1", "block2", "block3", "block4"):
+        block = getattr(model.backbone, name)
+        block = block[0] if name == "block4" else block
+        conv, bn, pool, relu = block
+        assert isinstance(pool, nn.MaxPool2d) and isinstance(relu, nn.ReLU)
+        h = pool(F.relu(bn(conv(h))))  # the textbook order
+    assert torch.allclose(model.features(x), h.flatten(1), atol=1e-6)
+
+
+def test_meta_train_loops_over_tasks_with_channels_last_for_conv_nets_on_cpu(tmp_path):
+    from transferkit.meta import uses_vmap
+    from transferkit.models import load_model
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    conv, dense = create_model("conv4", 5, (1, 28, 28)), sinusoid_model()
+    assert uses_vmap("auto", conv, cpu) is False and uses_vmap("auto", conv, cuda) is True
+    assert uses_vmap("auto", dense, cpu) is True
+    assert uses_vmap("vmap", conv, cpu) is True and uses_vmap("loop", dense, cuda) is False
+    with pytest.raises(TransferkitError, match="unknown tasks-as mode 'fast'"):
+        MetaSpec(tasks_as="fast").validate()
+
+    data = load_data("digits", "train")
+    spec = MetaSpec(method="protonet", ways=3, shots=1, queries=2, meta_batch=2, episodes_per_epoch=1)
+    model = create_model("conv4", 3, (1, 8, 8), width=8)
+    learner = build_learner(model, spec)
+    meta_train(learner, EpisodeSampler(data, ways=3, shots=1, queries=2), spec, TrainConfig(epochs=1), verbose=False, callbacks=[])
+    assert learner.vectorise is False
+    weight = next(m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1).weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    # checkpoints are saved contiguous and load into an ordinary model with the same outputs
+    loaded = load_model(model.save(tmp_path / "m.safetensors"))
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    ProtoNet(loaded)
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.allclose(loaded(x), model(x), atol=1e-5)
+
+    vspec = MetaSpec(method="protonet", ways=3, shots=1, queries=2, meta_batch=2, episodes_per_epoch=1, tasks_as="vmap")
+    vmodel = create_model("conv4", 3, (1, 8, 8), width=8)
+    vlearner = build_learner(vmodel, vspec)
+    meta_train(vlearner, EpisodeSampler(data, ways=3, shots=1, queries=2), vspec, TrainConfig(epochs=1), verbose=False, callbacks=[])
+    assert vlearner.vectorise is True
+    assert all(p.is_contiguous() for p in vmodel.parameters())
+
+
+def test_meta_train_augments_every_training_image_independently():
+    from transferkit.data.transforms import Augment
+
+    sampler = EpisodeSampler(load_data("digits", "train"), ways=3, shots=2, queries=2)
+    fixed = sampler.sample(2, torch.Generator().manual_seed(0))
+
+    class Fixed:
+        ways = 3
+
+        def sample(self, tasks, gen):
+            return fixed
+
+    seen = []
+    learner = build_learner(create_model("conv4", 3, (1, 8, 8), width=8), MetaSpec(method="protonet", ways=3))
+    original = learner.training_losses
+
+    def spy(batch, info):
+        seen.append(batch)
+        return original(batch, info)
+
+    learner.training_losses = spy
+    spec = MetaSpec(method="protonet", ways=3, shots=2, queries=2, meta_batch=2, episodes_per_epoch=2)
+    meta_train(learner, Fixed(), spec, TrainConfig(epochs=1), verbose=False, callbacks=[], augment=Augment(shift=2.0))
+    assert len(seen) == 2
+    for ep in seen:
+        assert ep.support_x.shape == fixed.support_x.shape and torch.equal(ep.support_y, fixed.support_y)
+        moved = (ep.support_x - fixed.support_x).flatten(2).abs().amax(-1) > 1e-4  # per image
+        assert moved.all()
+    assert not torch.equal(seen[0].query_x, seen[1].query_x)  # fresh draws each step

@@ -19,6 +19,7 @@ from ..errors import TransferkitError
 from ..io import atomic_write, write_json
 from ..meta import (
     LEARNERS,
+    TASK_MODES,
     EpisodeSampler,
     MetaSpec,
     SinusoidTasks,
@@ -30,6 +31,7 @@ from ..meta import (
 )
 from ..models import create_model, load_model, parameter_count
 from .common import (
+    augment_from,
     callbacks,
     compose,
     config_option,
@@ -68,7 +70,7 @@ def _spec(p: dict[str, Any], loss: str) -> MetaSpec:
         method=p["method"], ways=p["ways"], shots=p["shots"], queries=p["queries"], meta_batch=p["meta_batch"],
         inner_steps=p["inner_steps"], inner_lr=p["inner_lr"], eval_inner_steps=p["eval_inner_steps"],
         first_order=p["first_order"], episodes_per_epoch=p["episodes_per_epoch"], val_episodes=p["val_episodes"],
-        rotations=p["rotations"], loss=loss,
+        rotations=p["rotations"], loss=loss, tasks_as=p["tasks_as"],
     )
 
 
@@ -100,6 +102,8 @@ def meta_group() -> None:
 @click.option("--inner-steps", type=click.IntRange(1), default=1, show_default=True, help="Inner-loop gradient steps while meta-training (MAML, ANIL, Reptile).")
 @click.option("--inner-lr", type=click.FloatRange(min=0, min_open=True), default=0.4, show_default=True, help="Inner-loop step size alpha.")
 @click.option("--eval-inner-steps", type=click.IntRange(1), default=None, help="Inner steps at evaluation (default: --inner-steps).")
+@click.option("--tasks-as", type=click.Choice(list(TASK_MODES)), default="auto", show_default=True,
+              help="How a meta-batch's tasks are computed: " + "; ".join(f"{k}: {v}" for k, v in TASK_MODES.items()) + ".")
 @click.option("--first-order", is_flag=True, default=False, help="MAML/ANIL: drop second derivatives (FOMAML).")
 @click.option("--rotations", is_flag=True, default=False, help="Add 90/180/270-degree rotations of each class as new classes (Omniglot convention).")
 @click.option("--split-by", type=click.Choice(["class", "alphabet"]), default="class", show_default=True, help="Split classes into meta-train/val/test individually, or by group (the part of the class name before '/', e.g. the Omniglot alphabet).")
@@ -142,7 +146,8 @@ def meta_train_cmd(p: dict[str, Any]) -> None:
 
     if run.is_main:
         dump_yaml(run.path / "meta.yaml", {"data": p["data"], "spec": spec.to_dict(), "split_by": p["split_by"], "split": split_names})
-    trainer, result = meta_train(learner, train_s, spec, train_config(p), val_s, run, device, not p["quiet"], callbacks(p), p["resume"])
+    trainer, result = meta_train(learner, train_s, spec, train_config(p), val_s, run, device, not p["quiet"], callbacks(p), p["resume"],
+                                 augment_from(p))
     summary: dict[str, Any] = {
         "family": "meta", "method": spec.method, "command": "meta train", "meta": spec.to_dict(),
         "best_epoch": result.best_epoch, "best_score": result.best_score, "select_by": trainer.select_name,

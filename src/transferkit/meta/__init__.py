@@ -4,7 +4,15 @@ Importing this package also registers the ``omniglot`` dataset.
 """
 
 from ..data import omniglot as _omniglot  # noqa: F401  (registers the dataset)
-from .api import LEARNERS, MetaSpec, build_learner, few_shot_predict, meta_train
+from .api import (
+    LEARNERS,
+    TASK_MODES,
+    MetaSpec,
+    build_learner,
+    few_shot_predict,
+    meta_train,
+    uses_vmap,
+)
 from .episodes import Episode, EpisodeSampler, class_groups, rotate_batch, split_classes
 from .learner import MetaLearner, batch_stat_norm, use_batch_statistics
 from .maml import ANIL, MAML
@@ -16,6 +24,7 @@ __all__ = [
     "ANIL",
     "LEARNERS",
     "MAML",
+    "TASK_MODES",
     "Episode",
     "EpisodeSampler",
     "MetaLearner",
@@ -34,4 +43,5 @@ __all__ = [
     "split_classes",
     "squared_distances",
     "use_batch_statistics",
+    "uses_vmap",
 ]

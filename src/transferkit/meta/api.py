@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
+from ..data.transforms import Augment
 from ..engine import RunDir, TrainConfig, Trainer
 from ..errors import TransferkitError, unknown_name
 from ..models import Classifier
@@ -32,6 +33,27 @@ LEARNERS: dict[str, str] = {
     "anil": "ANIL (Raghu et al. 2020): MAML adapting only the head",
     "reptile": "Reptile (Nichol et al. 2018): move theta towards task-adapted weights",
 }
+
+
+TASK_MODES: dict[str, str] = {
+    "auto": "a Python loop for convolutional networks on CPU, vmap otherwise (the faster of the two, measured)",
+    "vmap": "torch.func.vmap over the tasks of a meta-batch: one vectorised computation",
+    "loop": "a Python loop over the tasks (same gradients)",
+}
+
+
+def uses_vmap(tasks_as: str, model: torch.nn.Module, device: torch.device) -> bool:
+    """Whether a meta-batch is computed with vmap (True) or a loop over tasks, for ``tasks_as``.
+
+    ``auto`` loops for conv nets on CPU: there vmap turns each convolution into a grouped one over
+    task-sized intermediates that fall out of cache (conv4, 16 Omniglot tasks, one thread:
+    MAML 1.12 s vmap vs 0.92 s loop, first-order 1.04 vs 0.53, ProtoNets 3.7 vs 1.1), while small
+    dense networks gain several-fold from vmap (sinusoid MLP: 7x).
+    """
+    if tasks_as != "auto":
+        return tasks_as == "vmap"
+    has_conv = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+    return not (device.type == "cpu" and has_conv)
 
 
 @dataclass
@@ -51,6 +73,7 @@ class MetaSpec:
     val_episodes: int = 100
     rotations: bool = False
     loss: str = "ce"
+    tasks_as: str = "auto"
 
     def validate(self) -> None:
         if self.method not in LEARNERS:
@@ -62,6 +85,8 @@ class MetaSpec:
             raise TransferkitError(f"queries must be at least 1, got {self.queries}")
         if not self.inner_lr > 0:
             raise TransferkitError(f"inner-lr must be positive, got {self.inner_lr}")
+        if self.tasks_as not in TASK_MODES:
+            raise unknown_name("tasks-as mode", self.tasks_as, TASK_MODES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,19 +120,31 @@ def meta_train(
     verbose: bool = True,
     callbacks: list[Any] | None = None,
     resume: bool = False,
+    augment: Augment | None = None,
 ) -> tuple[Trainer, Any]:
     """Meta-train through the engine: each step is one meta-batch of ``spec.meta_batch`` episodes.
 
     An epoch is ``spec.episodes_per_epoch`` meta-batches drawn from the epoch's generator (so
     resume is exact). With ``val_sampler``, the best checkpoint maximises the mean accuracy (or
     minus the MSE) over ``spec.val_episodes`` fixed validation episodes; it is loaded back at the end.
+    ``spec.tasks_as`` picks vmap or a loop over the tasks of a meta-batch (:func:`uses_vmap`).
+    ``augment`` (images only) transforms every support and query image of the training episodes
+    independently, from the same generator; validation and test episodes are never augmented.
     """
     config = config or TrainConfig()
     device = torch.device(device) if isinstance(device, str) else device
+    learner.vectorise = uses_vmap(spec.tasks_as, learner.model, device)
+    if not learner.vectorise and device.type == "cpu":
+        # channels-last convolutions (with the pooling and norms after them) run up to 1.35x faster
+        # per task on CPU, but slow vmap down; only strides change: checkpoints are saved contiguous
+        learner.model.to(memory_format=torch.channels_last)
 
     def batches(epoch: int, gen: torch.Generator) -> Iterator[Episode]:
         for _ in range(spec.episodes_per_epoch):
-            yield train_sampler.sample(spec.meta_batch, gen).to(device)
+            ep = train_sampler.sample(spec.meta_batch, gen)
+            if augment is not None and augment.active and ep.support_x.dim() == 5:
+                ep = replace(ep, support_x=_augment_tasks(augment, ep.support_x, gen), query_x=_augment_tasks(augment, ep.query_x, gen))
+            yield ep.to(device)
 
     def validate(method: Any) -> dict[str, Any]:
         m = method.evaluate(val_sampler, spec.val_episodes, chunk=spec.meta_batch, seed=12345)
@@ -128,6 +165,11 @@ def meta_train(
     result = trainer.fit()
     trainer.load_best()
     return trainer, result
+
+
+def _augment_tasks(augment: Augment, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``augment`` on (tasks, n, C, H, W) images, each image drawn independently."""
+    return augment(x.flatten(0, 1), gen).view_as(x)
 
 
 def few_shot_predict(learner: MetaLearner, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, steps: int | None = None) -> torch.Tensor:

@@ -62,6 +62,10 @@ class MAML(MetaLearner):
         self.eval_inner_steps = eval_inner_steps or inner_steps
         self.first_order = first_order
 
+    @property
+    def double_backward(self) -> bool:
+        return not self.first_order
+
     def _steps(self, steps: int | None) -> int:
         if steps is not None:
             return steps

@@ -41,6 +41,10 @@ class ProtoNet(MetaLearner):
     def __init__(self, model: Classifier, ways: int | None = None):
         super().__init__(model, "ce", ways)
 
+    @property
+    def double_backward(self) -> bool:
+        return False  # no inner loop: the fused batch-norm kernel is exact
+
     def adapt(self, support_x: Tensor, support_y: Tensor, params: Params | None = None, steps: int | None = None) -> Params:
         params = params if params is not None else self.params()
         protos = prototypes(self.features_with(params, support_x), support_y, self.ways)

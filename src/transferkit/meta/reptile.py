@@ -51,8 +51,9 @@ class Reptile(MAML):
 
         return sgd_steps(inner, fast, self.inner_lr, self._steps(steps), True)
 
-    def adapted_mean(self, episode: Episode, vectorise: bool = True) -> Params:
+    def adapted_mean(self, episode: Episode, vectorise: bool | None = None) -> Params:
         """Mean over the tasks of the weights adapted on each task's support + query examples."""
+        vectorise = self.vectorise if vectorise is None else vectorise
         x = torch.cat([episode.support_x, episode.query_x], 1)
         y = torch.cat([episode.support_y, episode.query_y], 1)
         params = {k: v.detach() for k, v in self.params().items()}
@@ -62,7 +63,7 @@ class Reptile(MAML):
         per_task = [self.adapt(x[i], y[i], params) for i in range(episode.num_tasks)]
         return {k: torch.stack([p[k] for p in per_task]).mean(0) for k in params}
 
-    def meta_loss(self, episode: Episode, vectorise: bool = True) -> Tensor:
+    def meta_loss(self, episode: Episode, vectorise: bool | None = None) -> Tensor:
         """The surrogate ``1/2 ||theta - sg(phi_bar)||^2`` (gradient: theta - phi_bar)."""
         target = self.adapted_mean(episode, vectorise)
         return sum(0.5 * ((p - target[k]) ** 2).sum() for k, p in self.params().items())

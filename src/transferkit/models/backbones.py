@@ -138,12 +138,17 @@ def resnet20(input_shape: Sequence[int]) -> nn.Module:
     return _cifar_resnet(input_shape, 3)
 
 
-@register_backbone("conv4", "Conv-4 few-shot backbone (4 x conv3x3-64, BN, ReLU, max-pool)")
+@register_backbone("conv4", "Conv-4 few-shot backbone (4 x conv3x3-64, BN, max-pool, ReLU)")
 def conv4(input_shape: Sequence[int], width: int = 64) -> nn.Module:
+    """Four blocks of conv 3x3 -> batch norm -> 2x2 max-pool -> ReLU (Vinyals et al. 2016).
+
+    The usual order is ReLU then pool; the two commute exactly (``max(relu(a), relu(b)) =
+    relu(max(a, b))``), and pooling first runs the ReLU on a quarter of the elements.
+    """
     c, _h, _ = _need_image("conv4", input_shape)
 
     def block(cin: int) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(cin, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True))
+        return nn.Sequential(nn.Conv2d(cin, width, 3, padding=1), nn.BatchNorm2d(width), nn.MaxPool2d(2, ceil_mode=True), nn.ReLU())
 
     groups = {f"block{i + 1}": block(c if i == 0 else width) for i in range(4)}
     groups["block4"] = nn.Sequential(groups["block4"], nn.Flatten())
