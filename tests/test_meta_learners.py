@@ -325,3 +325,16 @@ def test_meta_train_augments_every_training_image_independently():
         moved = (ep.support_x - fixed.support_x).flatten(2).abs().amax(-1) > 1e-4  # per image
         assert moved.all()
     assert not torch.equal(seen[0].query_x, seen[1].query_x)  # fresh draws each step
+
+
+@pytest.mark.parametrize("cls", [MAML, ProtoNet])
+def test_evaluation_outputs_are_the_same_with_vmap_or_a_loop(cls):
+    model = tiny(bn=True)
+    learner = cls(model) if cls is ProtoNet else cls(model, inner_lr=0.3, inner_steps=2)
+    ep = episode(tasks=3)
+    outs = []
+    for vec in (True, False):
+        learner.vectorise = vec
+        with torch.no_grad():
+            outs.append(learner.episode_outputs(ep))
+    assert outs[0].shape == (3, 6, 3) and torch.allclose(outs[0], outs[1], atol=1e-12)

@@ -26,6 +26,7 @@ from ..meta import (
     build_learner,
     few_shot_predict,
     meta_train,
+    set_task_mode,
     sinusoid_model,
     split_classes,
 )
@@ -212,6 +213,7 @@ def meta_eval_cmd(p: dict[str, Any]) -> None:
         sampler = EpisodeSampler(data.to(device), classes, spec.ways, spec.shots, spec.queries, rotations)
         name = data.name
     learner = build_learner(model, spec).to(device)
+    set_task_mode(learner, spec.tasks_as, device)
     m = learner.evaluate(sampler, p["episodes"], chunk=spec.meta_batch, seed=p["seed"], steps=p["inner_steps"])
     print(_eval_line(m, f"{spec.method} {spec.ways}-way {spec.shots}-shot on {name} ({p['which']} classes)"))
     if p["output"]:

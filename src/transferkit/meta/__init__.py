@@ -11,6 +11,7 @@ from .api import (
     build_learner,
     few_shot_predict,
     meta_train,
+    set_task_mode,
     uses_vmap,
 )
 from .episodes import Episode, EpisodeSampler, class_groups, rotate_batch, split_classes
@@ -39,6 +40,7 @@ __all__ = [
     "meta_train",
     "prototypes",
     "rotate_batch",
+    "set_task_mode",
     "sinusoid_model",
     "split_classes",
     "squared_distances",

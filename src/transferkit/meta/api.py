@@ -56,6 +56,17 @@ def uses_vmap(tasks_as: str, model: torch.nn.Module, device: torch.device) -> bo
     return not (device.type == "cpu" and has_conv)
 
 
+def set_task_mode(learner: MetaLearner, tasks_as: str, device: torch.device) -> None:
+    """Compute meta-batches (training and evaluation) with vmap or a loop over tasks (:func:`uses_vmap`).
+
+    A loop on CPU also stores conv weights channels-last: up to 1.35x faster per task there, but
+    slower under vmap. Only strides change; checkpoints are saved contiguous.
+    """
+    learner.vectorise = uses_vmap(tasks_as, learner.model, device)
+    if not learner.vectorise and device.type == "cpu":
+        learner.model.to(memory_format=torch.channels_last)
+
+
 @dataclass
 class MetaSpec:
     """What to meta-learn and how: the learner, the task shape and the inner loop."""
@@ -133,11 +144,7 @@ def meta_train(
     """
     config = config or TrainConfig()
     device = torch.device(device) if isinstance(device, str) else device
-    learner.vectorise = uses_vmap(spec.tasks_as, learner.model, device)
-    if not learner.vectorise and device.type == "cpu":
-        # channels-last convolutions (with the pooling and norms after them) run up to 1.35x faster
-        # per task on CPU, but slow vmap down; only strides change: checkpoints are saved contiguous
-        learner.model.to(memory_format=torch.channels_last)
+    set_task_mode(learner, spec.tasks_as, device)
 
     def batches(epoch: int, gen: torch.Generator) -> Iterator[Episode]:
         for _ in range(spec.episodes_per_epoch):

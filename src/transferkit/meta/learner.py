@@ -203,14 +203,14 @@ class MetaLearner(Method):
 
     # ------------------------------------------------------------ evaluation
     def episode_outputs(self, episode: Episode, steps: int | None = None) -> Tensor:
-        """Query outputs (B, N*Q, out) of every task, adapted on its own support set (vmap over tasks)."""
+        """Query outputs (B, N*Q, out) of every task, adapted on its own support set (vmap over tasks or a loop)."""
         params = {k: v.detach() for k, v in self.params().items()}
 
         def one(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
             return self.predict(self.adapt(sx, sy, params, steps), qx)
 
-        if episode.num_tasks == 1:  # nothing to vectorise
-            return one(episode.support_x[0], episode.support_y[0], episode.query_x[0]).unsqueeze(0)
+        if episode.num_tasks == 1 or not self.vectorise:
+            return torch.stack([one(episode.support_x[i], episode.support_y[i], episode.query_x[i]) for i in range(episode.num_tasks)])
         return vmap(one, randomness="different")(episode.support_x, episode.support_y, episode.query_x)
 
     def evaluate(self, sampler: Any, episodes: int = 600, chunk: int = 32, seed: int = 0, steps: int | None = None) -> dict[str, float]:
