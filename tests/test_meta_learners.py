@@ -338,3 +338,12 @@ def test_evaluation_outputs_are_the_same_with_vmap_or_a_loop(cls):
         with torch.no_grad():
             outs.append(learner.episode_outputs(ep))
     assert outs[0].shape == (3, 6, 3) and torch.allclose(outs[0], outs[1], atol=1e-12)
+
+
+def test_protonet_with_one_value_per_batch_norm_channel_does_not_fail():
+    model = tiny(bn=True)
+    learner = ProtoNet(model, ways=1)
+    x = torch.randn(1, 4, dtype=torch.float64)
+    loss = learner.predict(learner.adapt(x, torch.zeros(1, dtype=torch.long)), x).sum()
+    loss.backward()  # fused batch norm would raise "Expected more than 1 value per channel"
+    assert torch.isfinite(flat_grad(model)).all()
