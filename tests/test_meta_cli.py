@@ -138,3 +138,9 @@ def test_bad_augment_scale_for_meta_train(tmp_path, capsys):
     rc = main(["meta", "train", "--data", "digits", "--augment-scale", "1.2", "0.8", "--run-dir", str(tmp_path / "r"), "--quiet"])
     assert rc == 2 and "--augment-scale takes LO HI with LO <= HI" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_batch_size_is_refused_with_a_pointer_to_meta_batch(tmp_path, capsys):
+    rc = main(["meta", "train", "--data", "digits", "--batch-size", "32", "--run-dir", str(tmp_path / "r"), "--quiet"])
+    assert rc == 2 and "meta train does not use --batch-size" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -120,6 +120,9 @@ def meta_group() -> None:
 @pass_params
 def meta_train_cmd(p: dict[str, Any]) -> None:
     """Meta-train a learner on episodes from the meta-train classes of --data."""
+    if p["batch_size"] != 64:  # the shared training option's default
+        raise TransferkitError("meta train does not use --batch-size: a step is --meta-batch tasks of --ways x (--shots + --queries) "
+                               "examples; set those instead")
     start(p)
     device = resolve_device(p["device"])
     sinusoid = p["data"] == SINUSOID
