@@ -233,14 +233,15 @@ def test_maml_head_must_match_ways():
         build_learner(create_model("mlp", 4, (3,)), MetaSpec(method="maml", ways=5))
 
 
-def test_fused_and_plain_batch_norm_give_the_same_protonet_gradient(monkeypatch):
+@pytest.mark.parametrize("cls", [ProtoNet, MAML])
+def test_fused_and_plain_batch_norm_give_the_same_gradient_without_double_backward(cls, monkeypatch):
     model = tiny(bn=True)
-    learner = ProtoNet(model)
+    learner = ProtoNet(model) if cls is ProtoNet else MAML(model, inner_lr=0.3, inner_steps=2, first_order=True)
     assert learner.double_backward is False
     ep = episode(tasks=2)
     grads = []
     for plain in (False, True):
-        monkeypatch.setattr(ProtoNet, "double_backward", plain)  # force the path
+        monkeypatch.setattr(cls, "double_backward", plain)  # force the path
         model.zero_grad()
         learner.meta_loss(ep).backward()
         grads.append(flat_grad(model))
