@@ -158,7 +158,7 @@ def test_every_validator_scores_a_model_and_unknown_name_is_refused(digits16):
 def test_weight_schedule_from_spec():
     from transferkit.adapt import AdaptSpec
 
-    assert AdaptSpec(method="dann").weight_schedule() is None
-    s = AdaptSpec(method="dann", weight=0.5).weight_schedule()
+    assert AdaptSpec(method="dann").transfer_schedule() is None
+    s = AdaptSpec(method="dann", weight=0.5).transfer_schedule()
     assert s.kind == "dann" and s.weight == 0.5
-    assert AdaptSpec(method="dan", weight=2.0).weight_schedule().kind == "constant"
+    assert AdaptSpec(method="dan", weight=2.0).transfer_schedule().kind == "constant"

@@ -1,5 +1,7 @@
 """Domain adaptation: deep methods, shallow transformers, unsupervised validators."""
 
+from ..engine.registry import import_submodules
+from .adamatch import AdaMatch, aligned_pseudo_labels
 from .api import AdaptResult, AdaptSpec, adapt, prepare_domains
 from .losses import (
     CORALLoss,
@@ -18,7 +20,6 @@ from .methods import (
     DAN,
     DANN,
     MCC,
-    METHOD_DOCS,
     AdaptMethod,
     DeepCORAL,
     SourceOnly,
@@ -52,6 +53,7 @@ __all__ = [
     "TCA",
     "VALIDATORS",
     "VALIDATOR_DOCS",
+    "AdaMatch",
     "AdaptMethod",
     "AdaptResult",
     "AdaptSpec",
@@ -69,6 +71,7 @@ __all__ = [
     "SubspaceAlignment",
     "WeightSchedule",
     "adapt",
+    "aligned_pseudo_labels",
     "create_method",
     "create_shallow",
     "domain_classifier_weights",
@@ -79,3 +82,6 @@ __all__ = [
     "prepare_domains",
     "score",
 ]
+
+import_submodules(__name__)  # every method file registers itself
+METHOD_DOCS = ADAPT_METHODS.docs()

@@ -22,65 +22,62 @@ import copy
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
-from functools import partial
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from ..data import Augment, TensorData, check_labels, index_batches, pair_shapes, random_split
+from ..data import Augment, TensorData, check_labels, pair_shapes, random_split
 from ..data.tensors import endless
-from ..engine import Callback, RunDir, TrainConfig, Trainer, evaluate
+from ..engine import RunDir, TrainConfig, evaluate
 from ..engine.distributed import open_run_dir
-from ..errors import TransferkitError, unknown_name
+from ..engine.pipeline import BatchStream, Outcome, index_stream, summary, train
+from ..errors import TransferkitError
 from ..models import Classifier, create_model
+from ..options import as_dict, check, option
 from .methods import ADAPT_METHODS, SourceOnly, create_method
 from .schedules import SCHEDULE_KINDS, WeightSchedule
-from .validators import VALIDATORS, check_validator, model_outputs
+from .validators import VALIDATOR_DOCS, VALIDATORS, check_validator, model_outputs
 
 CHEAP_VALIDATORS = ("im", "entropy", "snd", "source-acc")
 
 
 @dataclass
 class AdaptSpec:
-    """What to adapt with and how to choose the checkpoint."""
+    """What to adapt with and how to choose the checkpoint (each field is also a command-line option).
 
-    method: str = "dann"
-    select_by: str = "im"
-    oracle: bool = False
-    weight: float | None = None
-    schedule: str | None = None
-    source_epochs: int = 5
-    source_lr: float | None = None
-    source_steps_per_epoch: int | None = None
-    batch_size: int = 64
-    val_fraction: float = 0.1
-    val_target_size: int = 2000
-    mmd_estimate: str = "unbiased"
-    dan_layers: tuple[str, ...] = ("features", "logits")
-    hidden: int = 500
-    warm_start: bool = True
-    augment_target: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    ``options`` holds the chosen method's own options (its registered config's fields, e.g.
+    ``{"relative_threshold": 0.8}`` for ``adamatch``); ``transferkit methods adapt NAME`` lists them.
+    """
+
+    method: str = option("dann", "Adaptation method (see `transferkit methods adapt`).")
+    select_by: str = option("im", "Unsupervised validator choosing the checkpoint.", choices=VALIDATOR_DOCS)
+    oracle: bool = option(False, "Select by target-test accuracy instead (an upper bound, labelled as such).")
+    weight: float | None = option(None, "Weight of the transfer term (default: the method's).", min=0)
+    weight_schedule: str | None = option(None, "Ramp of the transfer weight (default: dann for DANN/CDAN, else constant).",
+                                         choices=SCHEDULE_KINDS)
+    source_epochs: int = option(5, "Epochs of source-only training (stage 1).", min=1)
+    source_steps: int | None = option(None, "Optimizer steps of source-only training in all (overrides one pass per epoch).", min=1)
+    source_lr: float | None = option(None, "Learning rate of stage 1 (default: --lr).", min=0, min_open=True)
+    source_steps_per_epoch: int | None = option(None, "Steps per stage-1 epoch (default: one pass).", min=1, hidden=True)
+    batch_size: int = option(64, "Batch size of each domain.", min=1)
+    val_fraction: float = option(0.1, "Fraction of the source held out for validators.", min=0.01, max=0.5, cli="--source-val")
+    val_target_size: int = option(2000, "Target inputs scored by the validator each epoch.", min=10)
+    warm_start: bool = option(True, "Adapt from the source model's weights; --cold-start starts from random weights.", flag="--cold-start")
+    augment_target: bool = option(False, "Apply the --augment-* transforms to target batches too (default: source only).")
+    options: dict[str, Any] = option({}, "The method's own options.", hidden=True)
 
     def validate(self) -> None:
-        if self.method not in ADAPT_METHODS:
-            raise unknown_name("adaptation method", self.method, ADAPT_METHODS)
+        ADAPT_METHODS.entry(self.method).make_config(self.options)
         check_validator(self.select_by)
-        if self.schedule is not None and self.schedule not in SCHEDULE_KINDS:
-            raise unknown_name("weight schedule", self.schedule, SCHEDULE_KINDS)
-        if not 0 < self.val_fraction < 1:
-            raise TransferkitError(f"the source validation fraction must be in (0, 1), got {self.val_fraction}")
-        if self.source_epochs < 1:
-            raise TransferkitError(f"source epochs must be at least 1, got {self.source_epochs}")
-        if self.val_target_size < 10:
-            raise TransferkitError(f"the target validation sample must hold at least 10 inputs, got {self.val_target_size}")
+        check(self)
 
-    def weight_schedule(self) -> WeightSchedule | None:
-        if self.weight is None and self.schedule is None:
+    def transfer_schedule(self) -> WeightSchedule | None:
+        """The transfer term's weight over training; ``None`` keeps the method's default."""
+        if self.weight is None and self.weight_schedule is None:
             return None  # the method's default
         default = getattr(ADAPT_METHODS[self.method], "default_schedule", None) or WeightSchedule()
-        return WeightSchedule(self.schedule or default.kind, default.weight if self.weight is None else self.weight)
+        return WeightSchedule(self.weight_schedule or default.kind, default.weight if self.weight is None else self.weight)
 
 
 @dataclass
@@ -92,17 +89,6 @@ class AdaptResult:
     summary: dict[str, Any]
     history: list[dict[str, Any]]
     source_history: list[dict[str, Any]]
-
-
-class KeepBest(Callback):
-    """Hold the weights of the best-scoring epoch in memory (runs with or without a folder)."""
-
-    def __init__(self) -> None:
-        self.state: dict[str, torch.Tensor] | None = None
-
-    def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
-        if record.get("best"):
-            self.state = {k: v.detach().clone() for k, v in trainer.method.model.state_dict().items()}
 
 
 # ----------------------------------------------------------------- data checks
@@ -220,20 +206,23 @@ def adapt(
 
     aug = augment if augment is not None and augment.active else None
 
-    def source_batches(epoch: int, gen: torch.Generator) -> Iterator[Any]:
-        for idx in index_batches(len(train_s), bs, True, gen, drop_last=len(train_s) > bs, device=device):
-            x = train_s.x[idx]
-            yield (aug(x, gen) if aug else x), train_s.y[idx]
+    def source_batch(idx: torch.Tensor, gen: torch.Generator) -> Any:
+        x = train_s.x[idx]
+        return (aug(x, gen) if aug else x), train_s.y[idx]
+
+    source_stream = index_stream(len(train_s), bs, source_batch, device, drop_last=True)
 
     def two_stream(epoch: int, gen: torch.Generator) -> Iterator[Any]:
         tgt = endless(target_d, bs, gen)
-        for xs, ys in _forever(source_batches, epoch, gen):
+        for xs, ys in source_stream.forever().batches(epoch, gen):
             xt = next(tgt)[0]
             yield (xs, ys), (aug(xt, gen) if aug and spec.augment_target else xt)
 
-    steps = max(1, len(train_s) // bs)
+    def fit(method: Any, stream: BatchStream, cfg: TrainConfig, folder: RunDir | None, again: bool) -> Outcome:
+        return train(method, stream, cfg, validate=validate, score=score, select_name=select_name, run=folder,
+                     device=device, verbose=verbose, callbacks=callbacks, resume=again)
 
-    # ---------------------------------------------------------- stage 1
+    # ---------------------------------------------------------- stage 1: a chained run of the same pipeline
     source_history: list[dict[str, Any]] = []
     source_path = run.path / "source_model.safetensors" if run is not None else None
     if source_model is None and source_path is not None and resume and source_path.is_file():
@@ -242,29 +231,17 @@ def adapt(
         source_model = load_model(source_path)
     if source_model is None:
         if isinstance(model, str):
-            arch = model
-            model = create_model(arch, source.num_classes, source.input_shape, bottleneck_dim, classes=source.classes)
+            model = create_model(model, source.num_classes, source.input_shape, bottleneck_dim, classes=source.classes)
         model.to(device)
         if model.num_classes != source.num_classes:
             raise TransferkitError(f"the model has {model.num_classes} classes but source {source.name} has {source.num_classes}")
-        cfg1 = replace(config, epochs=spec.source_epochs, lr=spec.source_lr or config.lr,
+        cfg1 = replace(config, epochs=spec.source_epochs, lr=spec.source_lr or config.lr, steps=spec.source_steps,
                        steps_per_epoch=spec.source_steps_per_epoch)
         run1 = None
         if run is not None:
             sub = run.path / "source"
             run1 = open_run_dir(sub, resume=resume and (sub / "checkpoints").is_dir(), overwrite=sub.exists() and not resume)
-        keep1 = KeepBest()
-        # an epoch longer than one pass over the source (source_steps_per_epoch) keeps drawing batches
-        stage1 = source_batches if cfg1.steps_per_epoch is None else partial(_forever, source_batches)
-        t1 = Trainer(SourceOnly(model), cfg1, stage1, steps, validate=validate, score=score,
-                     select_name=select_name, run=run1, device=device,
-                     callbacks=[*(callbacks if callbacks is not None else []), keep1], verbose=verbose)
-        if run1 is not None and resume and (run1.checkpoints).is_dir():
-            t1.resume()
-        r1 = t1.fit()
-        if keep1.state is not None:
-            model.load_state_dict(keep1.state)
-        source_history = r1.history
+        source_history = fit(SourceOnly(model), source_stream, cfg1, run1, resume).result.history
         source_model = model
     else:
         source_model = source_model.to(device)
@@ -278,9 +255,12 @@ def adapt(
 
     # ---------------------------------------------------------- stage 2
     history: list[dict[str, Any]] = []
+    outcome: Outcome | None = None
     if spec.method == "source-only":
         final = source_model
         sel_epoch = _best_epoch(source_history, select_name if not spec.oracle else "target_test_acc")
+        if run is not None and run.is_main:
+            final.save(run.path / "model.safetensors", {"stage": "source-only", "best_epoch": sel_epoch})
     else:
         if spec.warm_start or spec.method == "adda":
             net = copy.deepcopy(source_model)
@@ -288,59 +268,39 @@ def adapt(
             net = create_model(source_model.spec["arch"], source.num_classes, source.input_shape,
                                source_model.spec.get("bottleneck_dim"), classes=source.classes,
                                **source_model.spec.get("kwargs", {}))
-        kw: dict[str, Any] = dict(spec.extra)
-        if spec.method == "dan":
-            kw.setdefault("layers", spec.dan_layers)
-            kw.setdefault("estimate", spec.mmd_estimate)
-        if spec.method in ("dann", "cdan", "adda"):
-            kw.setdefault("hidden", spec.hidden)
-        method = create_method(spec.method, net, spec.weight_schedule(), **kw)
-        keep = KeepBest()
-        trainer = Trainer(method, config, two_stream, steps, validate=validate, score=score, select_name=select_name,
-                          run=run, device=device, callbacks=[*(callbacks if callbacks is not None else []), keep],
-                          verbose=verbose)
-        if resume and run is not None and run.checkpoints.is_dir():
-            trainer.resume()
-        result = trainer.fit()
-        if keep.state is not None:
-            net.load_state_dict(keep.state)
-        elif run is not None:
-            trainer.load_best()
-        history = result.history
+        method = create_method(spec.method, net, spec.transfer_schedule(), **spec.options)
+        outcome = fit(method, BatchStream(two_stream, source_stream.steps_per_pass), config, run, resume)
+        history = outcome.result.history
         final = net
-        sel_epoch = result.best_epoch
+        sel_epoch = outcome.result.best_epoch
     final.eval()
-    summary: dict[str, Any] = {
-        "family": "adapt",
-        "method": spec.method,
+    fin = validate(_Wrap(final))
+    metrics: dict[str, Any] = {"source_val_acc": fin["acc"]}
+    extra: dict[str, Any] = {
         "source": source.name,
         "target": target.name,
-        "selection": {"by": select_name, "oracle": spec.oracle, "epoch": sel_epoch,
-                      "note": "upper bound: chosen with target labels" if spec.oracle else "no target labels used"},
-        "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items()},
-        "train": {k: v for k, v in asdict(config).items()},
+        "spec": as_dict(spec),
+        "train": as_dict(config),
         "input_shape": list(source.input_shape),
         "source_only": {k: v for k, v in source_metrics.items() if k != "acc"} | {"source_val_acc": source_metrics["acc"]},
-        "wall_s": time.perf_counter() - t_start,
+        "validators": {k: v for k, v in fin.items() if k not in ("acc", "target_test_acc", "report_s")},
     }
-    fin = validate(_Wrap(final))
-    summary["validators"] = {k: v for k, v in fin.items() if k not in ("acc", "target_test_acc")}
-    summary["source_val_acc"] = fin["acc"]
     if test_d is not None:
-        summary["target_test"] = evaluate(final, test_d, config.eval_batch_size)
-        summary["source_only"]["target_test_acc"] = source_metrics["target_test_acc"]
+        extra["target_test"] = evaluate(final, test_d, config.eval_batch_size)
+        metrics["target_test_acc"] = extra["target_test"]["acc"]
+        extra["source_only"]["target_test_acc"] = source_metrics["target_test_acc"]
         if not spec.oracle and history:
             best_oracle = max(history, key=lambda r: r["val"]["target_test_acc"])
-            summary["oracle_upper_bound"] = {"epoch": best_oracle["epoch"], "acc": best_oracle["val"]["target_test_acc"],
-                                             "note": "best epoch by target-test labels: an upper bound, not a result"}
+            extra["oracle_upper_bound"] = {"epoch": best_oracle["epoch"], "acc": best_oracle["val"]["target_test_acc"],
+                                           "note": "best epoch by target-test labels: an upper bound, not a result"}
+    out = summary("adapt", spec.method, outcome, metrics, headline="target_test_acc" if test_d is not None else "source_val_acc",
+                  **extra)
+    out["selection"] = {"by": select_name, "oracle": spec.oracle, "epoch": sel_epoch,
+                        "note": "upper bound: chosen with target labels" if spec.oracle else "no target labels used"}
+    out["wall_s"] = time.perf_counter() - t_start
     if run is not None:
-        run.write_summary(summary)
-    return AdaptResult(final, source_model, summary, history, source_history)
-
-
-def _forever(batches: Any, epoch: int, gen: torch.Generator) -> Iterator[Any]:
-    while True:
-        yield from batches(epoch, gen)
+        run.write_summary(out)
+    return AdaptResult(final, source_model, out, history, source_history)
 
 
 class _Wrap:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,11 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-from ..data import Augment
 from ..engine import Method, StepInfo
-from ..errors import TransferkitError
+from ..engine.registry import Registry
 from ..models import Classifier, FeatureHooks
+from ..options import option
 from .losses import (
+    MMD_ESTIMATES,
     CORALLoss,
     DomainDiscriminator,
     MCCLoss,
@@ -35,6 +37,33 @@ from .losses import (
 from .schedules import WeightSchedule
 
 Batch = tuple[tuple[Tensor, Tensor], Tensor]
+
+ADAPT_METHODS: Registry[type[Method]] = Registry("adaptation method")
+"""Deep adaptation methods by name; a method registers itself with its options' config."""
+
+
+@dataclass
+class DiscriminatorConfig:
+    hidden: int = option(500, "Width of the domain discriminator's hidden layers.", min=1, cli="--discriminator-hidden")
+
+
+@dataclass
+class DANConfig:
+    layers: tuple[str, ...] = option(("features", "logits"), "Layers to align: features, logits or a module path (repeatable).",
+                                     cli="--dan-layer", multiple=True)
+    estimate: str = option("unbiased", "MMD estimate (linear = linear-time).", choices=MMD_ESTIMATES, cli="--mmd-estimate")
+
+
+@dataclass
+class CDANConfig:
+    hidden: int = option(500, "Width of the domain discriminator's hidden layers.", min=1, cli="--discriminator-hidden")
+    entropy_conditioning: bool = option(True, "Weight samples by 1 + exp(-entropy); --no-entropy-conditioning weighs all equally.", flag="--no-entropy-conditioning")
+    max_dim: int = option(4096, "Randomized multilinear map above this width.", min=1)
+
+
+@dataclass
+class MCCConfig:
+    temperature: float = option(2.5, "Softmax temperature of the class-confusion matrix.", min=0, min_open=True)
 
 
 class AdaptMethod(Method):
@@ -64,6 +93,7 @@ class AdaptMethod(Method):
         return out
 
 
+@ADAPT_METHODS.register("source-only", "train on source labels only (baseline)")
 class SourceOnly(Method):
     """Train on the labelled source only: ``L = CE(f(x_s), y_s)``. The baseline every
     method must beat, and ADDA's first stage. Target batches, if any, are ignored."""
@@ -75,6 +105,7 @@ class SourceOnly(Method):
         return {"ce": F.cross_entropy(self.model(xs), ys)}
 
 
+@ADAPT_METHODS.register("dan", "multi-kernel MMD on features and logits (Long et al. 2015)", DANConfig)
 class DAN(AdaptMethod):
     """Deep Adaptation Network: MK-MMD on several layers.
 
@@ -115,6 +146,7 @@ class DAN(AdaptMethod):
         return {"ce": F.cross_entropy(ls, ys), "mmd": self.schedule(info.progress) * total}
 
 
+@ADAPT_METHODS.register("deep-coral", "covariance alignment of features (Sun & Saenko 2016)")
 class DeepCORAL(AdaptMethod):
     """Deep CORAL: ``L = CE + lambda(p) ||C_s - C_t||_F^2 / (4 d^2)`` on the features.
 
@@ -132,6 +164,7 @@ class DeepCORAL(AdaptMethod):
         return {"coral": self.schedule(info.progress) * self.coral(fs, ft)}
 
 
+@ADAPT_METHODS.register("dann", "domain-adversarial, gradient reversal (Ganin et al. 2016)", DiscriminatorConfig)
 class DANN(AdaptMethod):
     """Domain-adversarial training with a gradient reversal layer.
 
@@ -156,6 +189,7 @@ class DANN(AdaptMethod):
         return {"domain": domain_bce(d[:n], d[n:])}
 
 
+@ADAPT_METHODS.register("cdan", "conditional adversarial with entropy conditioning (Long et al. 2018)", CDANConfig)
 class CDAN(AdaptMethod):
     """Conditional adversarial adaptation with entropy conditioning (CDAN+E).
 
@@ -190,6 +224,7 @@ class CDAN(AdaptMethod):
         return {"domain": domain_bce(d[:n], d[n:], ws, wt)}
 
 
+@ADAPT_METHODS.register("mcc", "minimum class confusion on target predictions (Jin et al. 2020)", MCCConfig)
 class MCC(AdaptMethod):
     """Minimum Class Confusion: ``L = CE + lambda(p) L_MCC(target logits)``.
 
@@ -207,6 +242,7 @@ class MCC(AdaptMethod):
         return {"mcc": self.schedule(info.progress) * self.mcc(lt)}
 
 
+@ADAPT_METHODS.register("adda", "source pre-training, then adversarial target encoder (Tzeng et al. 2017)", DiscriminatorConfig)
 class ADDA(Method):
     """Adversarial Discriminative Domain Adaptation, stage 2.
 
@@ -258,96 +294,10 @@ class ADDA(Method):
         return {"discriminator": d_loss, "encoder": self.schedule(info.progress) * g_loss}
 
 
-def aligned_pseudo_labels(p_s: Tensor, p_t: Tensor, relative_threshold: float = 0.9) -> tuple[Tensor, Tensor]:
-    """AdaMatch's pseudo-labels: align ``p_t`` to the source class distribution, keep the confident.
-
-    ``p~_t = normalise(p_t * mean(p_s) / mean(p_t))``; label ``argmax p~_t``, kept
-    (mask 1.0) where ``max p~_t >= relative_threshold * mean_s max_k p_s``.
-    """
-    aligned = p_t * (p_s.mean(0) / p_t.mean(0).clamp_min(1e-6))
-    aligned = aligned / aligned.sum(1, keepdim=True)
-    confidence, pseudo = aligned.max(1)
-    mask = (confidence >= relative_threshold * p_s.max(1).values.mean()).float()
-    return pseudo, mask
-
-
-class AdaMatch(AdaptMethod):
-    """Self-training: confident pseudo-labels of clean target inputs teach augmented ones.
-
-    With ``p_s``, ``p_t`` the predictions on the clean source and target batches
-    (no gradient, eval mode) and ``A`` a random shift/zoom of the target batch:
-
-    ``p~_t = normalise(p_t * mean(p_s) / mean(p_t))``   (distribution alignment)
-    ``tau = c * mean_s max_k p_s``                       (threshold relative to source confidence)
-    ``L = CE(source) + lambda(p) * mean_t [max_k p~_t >= tau] * CE(f(A(x_t)), argmax_k p~_t)``
-
-    Random logit interpolation (which mixes batch-norm statistics) is left out.
-    On feature tables ``A`` is the identity and this is plain thresholded
-    pseudo-labelling.
-
-    Berthelot, Roelofs, Sohn, Carlini, Kurakin. "AdaMatch: A Unified Approach to
-    Semi-Supervised Learning and Domain Adaptation." ICLR 2022.
-    """
-
-    name = "adamatch"
-    default_schedule = WeightSchedule("linear", 1.0, warmup=0.2)
-
-    def __init__(self, model: Classifier, schedule: WeightSchedule | None = None, relative_threshold: float = 0.9,
-                 augment: Augment | None = None):
-        super().__init__(model, schedule)
-        if not 0 < relative_threshold <= 1:
-            raise TransferkitError(f"adamatch: relative_threshold must be in (0, 1], got {relative_threshold}")
-        self.relative_threshold = relative_threshold
-        self.augment = augment if augment is not None else Augment(shift=2.0, scale=(0.85, 1.15))
-
-    def training_losses(self, batch: Batch, info: StepInfo) -> dict[str, Tensor]:
-        (xs, ys), xt = batch
-        was_training = self.model.training
-        with torch.no_grad():
-            self.model.eval()
-            clean = F.softmax(self.model(torch.cat([xs, xt])), 1)
-            self.model.train(was_training)
-            pseudo, mask = aligned_pseudo_labels(clean[: len(xs)], clean[len(xs):], self.relative_threshold)
-        logits = self.model(torch.cat([xs, self.augment(xt)]))
-        ls, lt = logits[: len(xs)], logits[len(xs):]
-        consistency = (F.cross_entropy(lt, pseudo, reduction="none") * mask).mean()
-        return {"ce": F.cross_entropy(ls, ys), "pseudo": self.schedule(info.progress) * consistency}
-
-
-MethodFactory = Callable[..., Method]
-
-ADAPT_METHODS: dict[str, type[Method]] = {
-    "source-only": SourceOnly,
-    "dan": DAN,
-    "deep-coral": DeepCORAL,
-    "dann": DANN,
-    "adda": ADDA,
-    "cdan": CDAN,
-    "mcc": MCC,
-    "adamatch": AdaMatch,
-}
-
-METHOD_DOCS: dict[str, str] = {
-    "source-only": "train on source labels only (baseline)",
-    "dan": "multi-kernel MMD on features and logits (Long et al. 2015)",
-    "deep-coral": "covariance alignment of features (Sun & Saenko 2016)",
-    "dann": "domain-adversarial, gradient reversal (Ganin et al. 2016)",
-    "adda": "source pre-training, then adversarial target encoder (Tzeng et al. 2017)",
-    "cdan": "conditional adversarial with entropy conditioning (Long et al. 2018)",
-    "mcc": "minimum class confusion on target predictions (Jin et al. 2020)",
-    "adamatch": "confident, distribution-aligned pseudo-labels teach augmented target inputs (Berthelot et al. 2022)",
-}
-
-
-def create_method(name: str, model: Classifier, schedule: WeightSchedule | None = None, **kw: Any) -> Method:
-    """Build a registered method around ``model``; ``kw`` goes to its constructor."""
-    from ..errors import unknown_name
-
-    if name not in ADAPT_METHODS:
-        raise unknown_name("adaptation method", name, ADAPT_METHODS)
-    cls = ADAPT_METHODS[name]
-    if cls is SourceOnly:
-        if kw:
-            raise TransferkitError(f"source-only takes no options, got {', '.join(kw)}")
+def create_method(name: str, model: Classifier, schedule: WeightSchedule | None = None, **options: Any) -> Method:
+    """Build a registered method around ``model``; ``options`` are its config's fields (checked)."""
+    entry = ADAPT_METHODS.entry(name)
+    cfg = entry.make_config(**options)
+    if entry.obj is SourceOnly:
         return SourceOnly(model)
-    return cls(model, schedule, **kw)
+    return entry.obj(model, schedule, **(vars(cfg) if cfg is not None else {}))  # type: ignore[call-arg]

@@ -13,17 +13,14 @@ from ..adapt import (
     ADAPT_METHODS,
     METHOD_DOCS,
     SHALLOW_METHODS,
-    VALIDATOR_DOCS,
     AdaptSpec,
     adapt,
     create_shallow,
 )
 from ..adapt.api import prepare_domains
-from ..adapt.losses import MMD_ESTIMATES
-from ..adapt.schedules import SCHEDULE_KINDS
-from ..adapt.validators import check_validator
 from ..engine import resolve_device
 from ..errors import TransferkitError, unknown_name
+from ..options import from_mapping
 from .common import (
     augment_from,
     callbacks,
@@ -39,6 +36,7 @@ from .common import (
     train_config,
     train_options,
 )
+from .typed import chosen_options, config_options, method_options
 
 ALL_METHODS = {**METHOD_DOCS, **{k: f"shallow: {v}" for k, v in SHALLOW_METHODS.items()}}
 
@@ -59,18 +57,8 @@ def _method_help() -> str:
 @click.option("--bottleneck-dim", type=click.IntRange(1), default=None, help="Add a bottleneck layer of this width before the head.")
 @click.option("--init", default=None, help="Use this trained source model (run folder or .safetensors) and skip source training.")
 @click.option("--features-from", default=None, help="Shallow methods: work on the features of this trained network (run folder or .safetensors).")
-@click.option("--select-by", default="im", show_default=True, help="Unsupervised validator choosing the checkpoint: " + "; ".join(f"{k}: {v}" for k, v in VALIDATOR_DOCS.items()))
-@click.option("--oracle", is_flag=True, default=False, help="Select by target-test accuracy instead (an upper bound, labelled as such).")
-@click.option("--weight", type=click.FloatRange(min=0), default=None, help="Weight of the transfer term (default: the method's).")
-@click.option("--weight-schedule", "weight_schedule", type=click.Choice(SCHEDULE_KINDS), default=None, help="Ramp of the transfer weight (default: dann for DANN/CDAN, else constant).")
-@click.option("--source-epochs", type=click.IntRange(1), default=5, show_default=True, help="Epochs of source-only training (stage 1).")
-@click.option("--source-val", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True, help="Fraction of the source held out for validators.")
-@click.option("--val-target-size", type=click.IntRange(10), default=2000, show_default=True, help="Target inputs scored by the validator each epoch.")
-@click.option("--mmd-estimate", type=click.Choice(MMD_ESTIMATES), default="unbiased", show_default=True, help="DAN: MMD estimate (linear = linear-time).")
-@click.option("--dan-layer", multiple=True, default=("features", "logits"), show_default=True, help="DAN: layers to align (features, logits or a module path; repeatable).")
-@click.option("--hidden", type=click.IntRange(1), default=500, show_default=True, help="Width of the domain discriminator.")
-@click.option("--augment-target", is_flag=True, default=False, help="Apply the --augment-* transforms to target batches too (default: source only).")
-@click.option("--cold-start", is_flag=True, default=False, help="Start adaptation from random weights instead of the source model.")
+@config_options(AdaptSpec, exclude=("method", "batch_size", "options"))
+@method_options(ADAPT_METHODS)
 @click.option("--n-components", type=click.IntRange(1), default=20, show_default=True, help="Shallow: dimension of the aligned subspace (sa, tca, pca).")
 @data_options
 @train_options
@@ -94,7 +82,8 @@ def _adapt(p: dict[str, Any]) -> None:
     method = p["method"]
     if method not in ADAPT_METHODS and method not in SHALLOW_METHODS:
         raise unknown_name("adaptation method", method, ALL_METHODS)
-    check_validator(p["select_by"])
+    if method in ADAPT_METHODS:
+        chosen_options(ADAPT_METHODS, [method], p, "method")  # refuse another method's option before any work
     start(p)
     channels = int(p["channels"]) if p.get("channels") else None
     source = load(p["source"], {**p, "image_size": None, "channels": None})
@@ -117,12 +106,7 @@ def _adapt(p: dict[str, Any]) -> None:
         source, target = fit_to_model(source, shape, p["quiet"]), fit_to_model(target, shape, True)
         test = fit_to_model(test, shape, True) if test is not None else None
     arch = p["arch"] if p["arch"] != "auto" else ("lenet" if source.is_image else "mlp")
-    spec = AdaptSpec(
-        method=method, select_by=p["select_by"], oracle=p["oracle"], weight=p["weight"], schedule=p["weight_schedule"],
-        source_epochs=p["source_epochs"], batch_size=p["batch_size"], val_fraction=p["source_val"],
-        val_target_size=p["val_target_size"], mmd_estimate=p["mmd_estimate"], dan_layers=tuple(p["dan_layer"]),
-        hidden=p["hidden"], warm_start=not p["cold_start"], augment_target=p["augment_target"],
-    )
+    spec = from_mapping(AdaptSpec, p, options=chosen_options(ADAPT_METHODS, [method], p, "method"))
     res = adapt(source, target, spec, train_config(p), arch, test, source_model, run, device,
                 verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"], bottleneck_dim=p["bottleneck_dim"],
                 augment=augment_from(p))

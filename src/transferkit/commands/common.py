@@ -29,8 +29,9 @@ from ..config_validation import check_finite, resolve_config
 from ..data import Augment, TensorData, conform, load_data
 from ..engine import ProgressBar, RunDir, TrainConfig, seed_everything
 from ..engine import distributed as ddp
-from ..engine.loop import OPTIMIZERS, SCHEDULES
 from ..errors import TransferkitError
+from ..options import from_mapping
+from .typed import config_options
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -65,26 +66,14 @@ data_options = compose(
 )
 
 train_options = compose(
-    click.option("--epochs", type=click.IntRange(1), default=10, show_default=True),
+    config_options(TrainConfig),
     click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True),
-    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Learning rate."),
-    click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True),
-    click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum."),
-    click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True),
-    click.option("--schedule", type=click.Choice(SCHEDULES), default="none", show_default=True, help="Learning-rate schedule."),
-    click.option("--warmup-epochs", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Linear warm-up length."),
-    click.option("--step-epochs", type=click.IntRange(1), default=30, show_default=True, help="Epochs between decays with --schedule step."),
-    click.option("--gamma", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Decay factor for --schedule step."),
-    click.option("--patience", type=click.IntRange(1), default=None, help="Stop after this many epochs without improvement."),
-    click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=None, help="Clip the gradient norm."),
     click.option("--augment-shift", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Random translation of up to N pixels."),
     click.option("--augment-flip", is_flag=True, default=False, help="Random horizontal flips."),
     click.option("--augment-scale", type=(click.FloatRange(min=0, min_open=True), click.FloatRange(min=0, min_open=True)),
                  default=None, help="Random zoom by a factor drawn from [LO, HI] (e.g. 0.85 1.15)."),
-    click.option("--seed", type=int, default=0, show_default=True),
     click.option("--deterministic", is_flag=True, default=False, help="Use deterministic kernels (slower on GPU)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True),
-    click.option("--amp", is_flag=True, default=False, help="bfloat16 mixed precision (CUDA only; ignored elsewhere)."),
     click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
                  help="Train data-parallel in N processes on this machine (re-launches itself with torchrun; gloo on CPU, nccl on GPUs)."),
 )
@@ -98,12 +87,7 @@ run_options = compose(
 
 
 def train_config(p: dict[str, Any]) -> TrainConfig:
-    return TrainConfig(
-        epochs=p["epochs"], lr=p["lr"], optimizer=p["optimizer"], momentum=p["momentum"],
-        weight_decay=p["weight_decay"], schedule=p["schedule"], warmup_epochs=p["warmup_epochs"],
-        step_epochs=p["step_epochs"], gamma=p["gamma"], grad_clip=p["grad_clip"], patience=p["patience"],
-        amp=p["amp"], seed=p["seed"],
-    )
+    return from_mapping(TrainConfig, p)
 
 
 def augment_from(p: dict[str, Any]) -> Augment:

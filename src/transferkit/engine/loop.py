@@ -26,13 +26,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from ..errors import NonFiniteLossError, TransferkitError
+from ..options import check, option
 from . import distributed as ddp
 from .callbacks import Callback, ProgressBar
 from .method import Method, StepInfo
@@ -46,37 +47,27 @@ SCHEDULES = ("none", "cosine", "step")
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings shared by every family."""
+    """Optimisation settings shared by every family (each field is also a command-line option)."""
 
-    epochs: int = 10
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "none"
-    warmup_epochs: float = 0.0
-    step_epochs: int = 30
-    gamma: float = 0.1
-    grad_clip: float | None = None
-    patience: int | None = None
-    amp: bool = False
-    seed: int = 0
-    steps_per_epoch: int | None = None
-    eval_batch_size: int = 1024
+    epochs: int = option(10, "Epochs: validation and checkpoint periods (one pass over the data each, unless --steps).", min=1)
+    steps: int | None = option(None, "Total optimizer steps, whatever the data size (each epoch is then steps/epochs long; data passes repeat).", min=1)
+    lr: float = option(1e-3, "Learning rate.", min=0, min_open=True)
+    optimizer: str = option("adam", "Optimizer.", choices=OPTIMIZERS)
+    momentum: float = option(0.9, "SGD momentum.", min=0, max=1)
+    weight_decay: float = option(0.0, "Weight decay.", min=0)
+    schedule: str = option("none", "Learning-rate schedule.", choices=SCHEDULES)
+    warmup_epochs: float = option(0.0, "Linear warm-up length in epochs.", min=0)
+    step_epochs: int = option(30, "Epochs between decays with --schedule step.", min=1)
+    gamma: float = option(0.1, "Decay factor for --schedule step.", min=0, max=1)
+    grad_clip: float | None = option(None, "Clip the gradient norm.", min=0, min_open=True)
+    patience: int | None = option(None, "Stop after this many epochs without improvement.", min=1)
+    amp: bool = option(False, "bfloat16 mixed precision (CUDA only; ignored elsewhere).")
+    seed: int = option(0, "Random seed.")
+    steps_per_epoch: int | None = option(None, "Optimizer steps per epoch (default: one pass over the data).", min=1, hidden=True)
+    eval_batch_size: int = option(1024, "Batch size of evaluation forwards.", min=1, hidden=True)
 
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise TransferkitError(f"epochs must be at least 1, got {self.epochs}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise TransferkitError(f"lr must be a positive number, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise TransferkitError(f"unknown optimizer '{self.optimizer}'; known optimizers: {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise TransferkitError(f"unknown schedule '{self.schedule}'; known schedules: {', '.join(SCHEDULES)}")
-        if self.warmup_epochs < 0:
-            raise TransferkitError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.patience is not None and self.patience < 1:
-            raise TransferkitError(f"patience must be at least 1, got {self.patience}")
+        check(self)
 
 
 BatchesFn = Callable[[int, torch.Generator], Iterable[Any]]
@@ -340,18 +331,3 @@ class Trainer:
         ddp.barrier()  # rank 0 has finished writing checkpoints before anyone reads them
         last = self.history[-1] if self.history else {}
         return FitResult(self.best_score, self.best_epoch, last, self.history, stopped, time.perf_counter() - t0)
-
-    def load_best(self) -> None:
-        """Put the best checkpoint's weights back into the model."""
-        if self.run is None:
-            return
-        folder = checkpoint_folder(self.run.checkpoints / "best")
-        if folder is not None:
-            from ..models import read_checkpoint
-
-            state, _ = read_checkpoint(folder / "model.safetensors")
-            self.method.model.load_state_dict(state)
-
-
-def config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return asdict(cfg)
