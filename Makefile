@@ -4,7 +4,7 @@ PY    := $(VENV)/bin/python
 # PyTorch is installed first, for your platform (a CPU build by default here).
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-slow typecheck lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,8 +18,16 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/transferkit demo --out runs/demo --overwrite
 
+# the default suite skips tests marked slow; `make test-slow` runs only those (CI runs both)
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -m slow
+
+# needs mypy in the venv (not yet in the dev extra)
+typecheck: install
+	$(VENV)/bin/mypy src
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

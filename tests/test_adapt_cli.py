@@ -61,6 +61,7 @@ def test_cli_deep_coral_on_feature_tables_writes_run(capsys, tmp_path, tables):
     assert "deep-coral (snd)" in out
 
 
+@pytest.mark.slow
 def test_cli_shallow_on_features_of_a_trained_network(capsys, tmp_path, tables):
     rd = tmp_path / "deep"
     assert main(["adapt", "--method", "source-only", "--source", tables["mnist"], "--target", tables["digits"],

@@ -51,6 +51,7 @@ def test_deep_coral_beats_source_only(shifted_pair):
     assert s["family"] == "adapt" and s["selection"]["by"] == "im" and not s["selection"]["oracle"]
 
 
+@pytest.mark.slow
 def test_dann_beats_source_only_on_average(shifted_pair):
     runs = [_run(shifted_pair, "dann", seed, "sgd", 1e-2, 15) for seed in range(3)]
     adapted = np.mean([r["target_test"]["acc"] for r in runs])
@@ -127,6 +128,7 @@ def test_importance_weights_favour_source_points_near_the_target():
         assert np.corrcoef(w, xs[:, 0])[0, 1] > 0.5
 
 
+@pytest.mark.slow
 def test_shallow_coral_and_sa_beat_no_adaptation_on_rescaled_digits(shifted_pair):
     src, tgt = shifted_pair
     xs, ys = src.x.numpy(), src.y.numpy()

@@ -151,6 +151,7 @@ def test_listings(capsys):
     assert rc == 0 and all(n in out for n in ("lenet", "dtn", "resnet20", "conv4", "mlp", "timm:NAME"))
 
 
+@pytest.mark.slow
 def test_demo_runs_offline_and_writes_table_and_plot(capsys, tmp_path):
     rc, out, _ = run(capsys, "demo", "--seeds", "1", "--source-epochs", "1", "--target-epochs", "2", "--out", str(tmp_path / "d"))
     assert rc == 0

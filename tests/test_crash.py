@@ -60,6 +60,7 @@ def _strip_times(obj):
     return obj
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [ARGS, ADAPT_ARGS], ids=["train", "adapt"])
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, args):
     killed = tmp_path / "killed"

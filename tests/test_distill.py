@@ -124,7 +124,7 @@ def test_kd_student_beats_a_hard_label_student_on_few_labels_and_learns_from_unl
     t_acc = evaluate(teacher, test)["acc"]
     # unlabelled transfer set: the teacher's outputs are the only labels
     student = student_for(train, (32,))
-    distill(teacher, student, train.unlabeled(), None, DistillSpec(losses={"kd": 1.0}, temperature=2.0),
+    distill(teacher, student, train.unlabeled(), None, DistillSpec(losses={"kd": 1.0}, options={"temperature": 2.0}),
             TrainConfig(epochs=15, lr=3e-3), batch_size=64, **QUIET)
     s_acc = evaluate(student, test)["acc"]
     agree = compare(teacher, student, test.x, test.y, latency=False)["agreement"]

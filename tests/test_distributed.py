@@ -109,6 +109,7 @@ def _curve(run: Path) -> list[dict]:
     return [{"epoch": r["epoch"], "step": r["step"], "loss": r["train"]["loss"], "val": r["val"]["acc"]} for r in rows]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_and_resume(tmp_path, monkeypatch, capsys):
     """finetune in 2 gloo processes (--nproc, then torchrun --resume) == 1 process, one run folder."""
     monkeypatch.chdir(tmp_path)
@@ -152,6 +153,7 @@ def test_open_run_dir_error_is_raised_not_hung(tmp_path):
 ADAPT_LOSS_TOL = 0.05
 
 
+@pytest.mark.slow
 def test_adapt_two_processes_match_one_process(tmp_path, monkeypatch, capsys):
     """adapt (DANN, both stages) with --nproc 2 == 1 process: exact source stage, close adaptation stage."""
     monkeypatch.chdir(tmp_path)

@@ -271,7 +271,7 @@ def test_meta_train_loops_over_tasks_with_channels_last_for_conv_nets_on_cpu(tmp
     assert uses_vmap("auto", conv, cpu) is False and uses_vmap("auto", conv, cuda) is True
     assert uses_vmap("auto", dense, cpu) is True
     assert uses_vmap("vmap", conv, cpu) is True and uses_vmap("loop", dense, cuda) is False
-    with pytest.raises(TransferkitError, match="unknown tasks-as mode 'fast'"):
+    with pytest.raises(TransferkitError, match="unknown tasks_as 'fast'"):
         MetaSpec(tasks_as="fast").validate()
 
     data = load_data("digits", "train")

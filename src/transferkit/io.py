@@ -10,11 +10,13 @@ checked to stay inside the destination.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,24 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_predictions(
+    path: str | Path, names: Sequence[Any], probs: torch.Tensor, classes: Sequence[str], name_column: str = "file"
+) -> Path:
+    """Write one CSV row per input: its name, the predicted class and one probability per class.
+
+    The header is ``name_column, prediction, p_<class>...``; the prediction is
+    ``classes[argmax_k probs[i, k]]`` (the first maximum on ties) and probabilities
+    have six decimals. ``names[i]`` labels row ``i`` (a file name or an index).
+    """
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow([name_column, "prediction", *[f"p_{c}" for c in classes]])
+    for name, row in zip(names, probs.tolist(), strict=True):
+        k = max(range(len(row)), key=row.__getitem__)
+        w.writerow([name, classes[k], *[f"{v:.6f}" for v in row]])
+    return write_text(path, buf.getvalue())
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

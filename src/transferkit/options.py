@@ -23,7 +23,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import TransferkitError, unknown_name
+from .errors import TransferkitError
 
 _MISSING = dataclasses.MISSING
 
@@ -161,7 +161,7 @@ def check(obj: Any, what: str = "") -> Any:
         for v in values:
             bad = False
             if m.get("choices") and v not in m["choices"]:
-                raise unknown_name(f"{what}{f.name} value", str(v), m.get("choice_docs") or m["choices"])
+                raise TransferkitError(f"{what}unknown {f.name} '{v}'; choose one of: {', '.join(m['choices'])}")
             if typ is bool:
                 bad = not isinstance(v, bool)
             elif typ in (int, float):

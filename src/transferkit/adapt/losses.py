@@ -15,55 +15,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import TransferkitError
-
-MMD_ESTIMATES = ("biased", "unbiased", "linear")
+from ..ops import MMD_ESTIMATES, gaussian_kernels, mmd2, sq_distances  # noqa: F401  (public here too)
 
 
 # --------------------------------------------------------------------------- MMD
-def gaussian_kernels(x: Tensor, y: Tensor, sigmas2: Tensor) -> Tensor:
-    """Sum over bandwidths of ``exp(-||x_i - y_j||^2 / (2 sigma_k^2))``: an (N, M) matrix."""
-    d2 = torch.cdist(x, y).pow(2)
-    return torch.exp(-d2.unsqueeze(0) / (2 * sigmas2.view(-1, 1, 1))).sum(0)
-
-
+# The kernels and the squared-MMD estimates are the shared ones of transferkit.ops.
 def bandwidths(xs: Tensor, xt: Tensor, multipliers: Sequence[float]) -> Tensor:
     """sigma_k^2 = m_k * mean pairwise squared distance of the pooled batch (detached)."""
     z = torch.cat([xs, xt]).detach()
     n = len(z)
-    mean_d2 = torch.cdist(z, z).pow(2).sum() / max(1, n * n - n)
+    mean_d2 = sq_distances(z, z).sum() / max(1, n * n - n)
     return mean_d2.clamp_min(1e-8) * torch.tensor(list(multipliers), dtype=z.dtype, device=z.device)
-
-
-def mmd2(xs: Tensor, xt: Tensor, sigmas2: Tensor, estimate: str = "biased") -> Tensor:
-    """Squared MMD with the multi-kernel k = sum_k exp(-||a-b||^2 / 2 sigma_k^2).
-
-    biased:   1/n^2 sum k(s_i,s_j) + 1/m^2 sum k(t_i,t_j) - 2/(nm) sum k(s_i,t_j)
-    unbiased: the within-domain sums leave out i = j and divide by n(n-1), m(m-1)
-    linear:   Gretton et al. (2012) linear-time estimate over consecutive pairs,
-              1/(n/2) sum_i k(s_2i,s_2i+1) + k(t_2i,t_2i+1) - k(s_2i,t_2i+1) - k(s_2i+1,t_2i)
-    """
-    if estimate == "linear":
-        n = (min(len(xs), len(xt)) // 2) * 2
-        if n < 2:
-            raise TransferkitError("the linear-time MMD estimate needs at least 2 samples per domain")
-        s1, s2, t1, t2 = xs[0:n:2], xs[1:n:2], xt[0:n:2], xt[1:n:2]
-
-        def k(a: Tensor, b: Tensor) -> Tensor:
-            d2 = (a - b).pow(2).sum(1)
-            return torch.exp(-d2.unsqueeze(0) / (2 * sigmas2.view(-1, 1))).sum(0)
-
-        return (k(s1, s2) + k(t1, t2) - k(s1, t2) - k(s2, t1)).mean()
-    kss, ktt, kst = gaussian_kernels(xs, xs, sigmas2), gaussian_kernels(xt, xt, sigmas2), gaussian_kernels(xs, xt, sigmas2)
-    n, m = len(xs), len(xt)
-    if estimate == "unbiased":
-        if n < 2 or m < 2:
-            raise TransferkitError("the unbiased MMD estimate needs at least 2 samples per domain")
-        ss = (kss.sum() - kss.diagonal().sum()) / (n * (n - 1))
-        tt = (ktt.sum() - ktt.diagonal().sum()) / (m * (m - 1))
-        return ss + tt - 2 * kst.mean()
-    if estimate != "biased":
-        raise TransferkitError(f"unknown MMD estimate '{estimate}'; known: {', '.join(MMD_ESTIMATES)}")
-    return kss.mean() + ktt.mean() - 2 * kst.mean()
 
 
 class MultiKernelMMD(nn.Module):

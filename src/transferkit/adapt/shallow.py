@@ -19,6 +19,7 @@ from scipy import linalg
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 
 from ..errors import TransferkitError, unknown_name
+from ..ops import domain_density_ratio, sq_distances
 
 DOMAINS = ("source", "target")
 
@@ -137,10 +138,10 @@ class PCATransform(DomainTransformer):
 
 
 def _kernel(a: np.ndarray, b: np.ndarray, kernel: str, gamma: float) -> np.ndarray:
+    """Linear ``a b^T`` or RBF ``exp(-gamma ||a_i - b_j||^2)`` Gram matrix."""
     if kernel == "linear":
         return a @ b.T
-    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
-    return np.exp(-gamma * np.maximum(d2, 0))
+    return np.exp(-gamma * sq_distances(a, b))
 
 
 class TCA(DomainTransformer):
@@ -196,18 +197,12 @@ class TCA(DomainTransformer):
 
 # ------------------------------------------------------------ importance weights
 def domain_classifier_weights(Xs: Any, Xt: Any, C: float = 1.0, clip: float = 20.0) -> np.ndarray:
-    """w(x) = p_t(x)/p_s(x) = (n_s/n_t) P(t|x) / P(s|x) from a logistic domain classifier,
-    clipped to [0, clip] and normalised to mean 1 (Bickel, Brueckner, Scheffer, ICML 2007)."""
-    from sklearn.linear_model import LogisticRegression
-
+    """w(x) = p_t(x)/p_s(x) = (n_s/n_t) P(t|x) / P(s|x) from a logistic domain classifier
+    (:func:`transferkit.ops.domain_density_ratio`), clipped to [0, clip] and normalised to
+    mean 1 (Bickel, Brueckner, Scheffer, ICML 2007)."""
     xs, xt = _arr(Xs, "source"), _arr(Xt, "target")
     _same_width(xs, xt)
-    x = np.concatenate([xs, xt])
-    mu, sd = x.mean(0), x.std(0) + 1e-8
-    y = np.concatenate([np.zeros(len(xs)), np.ones(len(xt))])
-    clf = LogisticRegression(C=C, max_iter=500).fit((x - mu) / sd, y)
-    p = clf.predict_proba((xs - mu) / sd)[:, 1].clip(1e-6, 1 - 1e-6)
-    w = np.clip(p / (1 - p) * len(xs) / len(xt), 0, clip)
+    w = np.clip(domain_density_ratio(xs, xt, C, max_iter=500), 0, clip)
     return w / w.mean()
 
 
@@ -252,7 +247,7 @@ class ImportanceWeightedClassifier(BaseEstimator, ClassifierMixin):
     """Fit ``estimator`` on the source with ``sample_weight = w(x) ~ p_t(x)/p_s(x)``.
 
     ``weighting``: ``domain`` (logistic domain-classifier density ratio) or ``kmm``.
-    ``fit(Xs, ys, Xt)``; ``predict(X)``.
+    ``fit(Xs, ys, Xt)``; ``predict(X)``. ``estimator.fit`` must take ``sample_weight``.
     """
 
     def __init__(self, estimator: Any = None, weighting: str = "domain"):
@@ -263,7 +258,13 @@ class ImportanceWeightedClassifier(BaseEstimator, ClassifierMixin):
         if self.weighting not in WEIGHTINGS:
             raise unknown_name("weighting", self.weighting, WEIGHTINGS)
         from sklearn.linear_model import LogisticRegression
+        from sklearn.utils.validation import has_fit_parameter
 
+        if self.estimator is not None and not has_fit_parameter(self.estimator, "sample_weight"):
+            raise TransferkitError(
+                f"importance weighting passes sample_weight to the classifier, but {type(self.estimator).__name__}.fit "
+                "does not accept sample_weight; use a classifier that does, e.g. LogisticRegression or SVC"
+            )
         self.weights_ = WEIGHTINGS[self.weighting](Xs, Xt)
         self.estimator_ = clone(self.estimator) if self.estimator is not None else LogisticRegression(max_iter=1000)
         self.estimator_.fit(_arr(Xs, "source"), np.asarray(ys), sample_weight=self.weights_)

@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..data import TensorData
+from ..engine.evaluate import batched_forward
 from ..errors import TransferkitError, unknown_name
 from ..models import Classifier
+from ..ops import domain_density_ratio
 from .losses import entropy
 
 
@@ -82,19 +83,12 @@ def dev_risk(losses: Tensor, weights: Tensor) -> float:
 
 def density_ratio(source_features: Tensor, target_features: Tensor, seed: int = 0) -> Tensor:
     """w(x) = p_t(x)/p_s(x) = (n_s/n_t) P(target|x)/P(source|x) from a logistic-regression
-    domain classifier fitted on the features (the DEV density-ratio step)."""
-    from sklearn.linear_model import LogisticRegression
-
+    domain classifier fitted on the features (the DEV density-ratio step; see
+    :func:`transferkit.ops.domain_density_ratio`). ``seed`` is kept for compatibility:
+    the deterministic lbfgs solver does not use it."""
     xs = source_features.double().cpu().numpy()
     xt = target_features.double().cpu().numpy()
-    x = np.concatenate([xs, xt])
-    mu, sd = x.mean(0), x.std(0) + 1e-8
-    x = (x - mu) / sd
-    y = np.concatenate([np.zeros(len(xs)), np.ones(len(xt))])
-    clf = LogisticRegression(C=1.0, max_iter=200, random_state=seed).fit(x, y)
-    p = clf.predict_proba(x[: len(xs)])[:, 1].clip(1e-6, 1 - 1e-6)
-    w = p / (1 - p) * (len(xs) / len(xt))
-    return torch.from_numpy(w)
+    return torch.from_numpy(domain_density_ratio(xs, xt, C=1.0, max_iter=200))
 
 
 def deep_embedded_validation(out: Outputs) -> float:
@@ -138,27 +132,14 @@ def check_validator(name: str) -> str:
 @torch.no_grad()
 def model_outputs(model: Classifier, target: Tensor, source_val: TensorData | None, batch_size: int = 1024) -> Outputs:
     """One eval-mode pass over the target sample and the source validation split."""
-    was = model.training
-    model.eval()
-    try:
-        def run(x: Tensor) -> tuple[Tensor, Tensor]:
-            fs, ls = [], []
-            for i in range(0, len(x), batch_size):
-                f, logit = model.forward_all(x[i : i + batch_size])
-                fs.append(f)
-                ls.append(logit)
-            return torch.cat(fs), torch.cat(ls)
-
-        ft, lt = run(target)
-        out = Outputs(F.softmax(lt.float(), 1), ft.float())
-        if source_val is not None and source_val.y is not None and len(source_val):
-            fsv, lsv = run(source_val.x)
-            out.source_features = fsv.float()
-            out.source_losses = F.cross_entropy(lsv.float(), source_val.y, reduction="none")
-            out.source_correct = lsv.argmax(1) == source_val.y
-        return out
-    finally:
-        model.train(was)
+    ft, lt = batched_forward(model, target, batch_size, model.forward_all)
+    out = Outputs(F.softmax(lt.float(), 1), ft.float())
+    if source_val is not None and source_val.y is not None and len(source_val):
+        fsv, lsv = batched_forward(model, source_val.x, batch_size, model.forward_all)
+        out.source_features = fsv.float()
+        out.source_losses = F.cross_entropy(lsv.float(), source_val.y, reduction="none")
+        out.source_correct = lsv.argmax(1) == source_val.y
+    return out
 
 
 def score(name: str, model: Classifier, target: Tensor, source_val: TensorData | None) -> float:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..errors import TransferkitError
+from ..ops import domain_classifier, mmd2, sq_distances
 
 __all__ = ["ADistance", "MMDResult", "median_bandwidth", "mmd2_unbiased", "mmd_median", "proxy_a_distance"]
 
@@ -51,9 +52,7 @@ def proxy_a_distance(
 
     Near 0: the domains are indistinguishable; near 2: they are separable.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
 
     rng = np.random.default_rng(seed)
     s, t = _as_2d(source, "A-distance"), _as_2d(target, "A-distance")
@@ -64,14 +63,9 @@ def proxy_a_distance(
     x = np.concatenate([s, t])
     d = np.r_[np.zeros(n), np.ones(n)]
     x_tr, x_te, d_tr, d_te = train_test_split(x, d, test_size=0.5, random_state=seed, stratify=d)
-    scaler = StandardScaler().fit(x_tr)
-    clf = LogisticRegression(C=C, max_iter=2000).fit(scaler.transform(x_tr), d_tr)
-    err = float(np.mean(clf.predict(scaler.transform(x_te)) != d_te))
+    clf = domain_classifier(x_tr, d_tr, C, max_iter=2000)
+    err = float(np.mean(clf.predict(x_te) != d_te))
     return ADistance(distance=float(np.clip(2 * (1 - 2 * err), 0.0, 2.0)), error=err, n_per_domain=n)
-
-
-def _sqdist(a: Tensor, b: Tensor) -> Tensor:
-    return ((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T).clamp_min(0)
 
 
 def median_bandwidth(x: Tensor, max_points: int = 1500, seed: int = 0) -> float:
@@ -81,7 +75,7 @@ def median_bandwidth(x: Tensor, max_points: int = 1500, seed: int = 0) -> float:
     """
     if len(x) > max_points:
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:max_points]]
-    d = _sqdist(x, x)
+    d = sq_distances(x, x)
     iu = torch.triu_indices(len(x), len(x), 1)
     med = float(np.median(d[iu[0], iu[1]].cpu().numpy()))  # the mean of the two middle values when even
     return med if med > 0 else 1.0
@@ -95,11 +89,7 @@ def mmd2_unbiased(x: Tensor, y: Tensor, sigma2: float) -> float:
     .. math:: \frac{1}{m(m-1)}\sum_{i\ne j} k(x_i,x_j) + \frac{1}{n(n-1)}\sum_{i\ne j} k(y_i,y_j)
               - \frac{2}{mn}\sum_{i,j} k(x_i,y_j).
     """
-    m, n = len(x), len(y)
-    kxx = torch.exp(-_sqdist(x, x) / (2 * sigma2))
-    kyy = torch.exp(-_sqdist(y, y) / (2 * sigma2))
-    kxy = torch.exp(-_sqdist(x, y) / (2 * sigma2))
-    return float((kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1)) - 2 * kxy.mean())
+    return float(mmd2(x, y, torch.tensor([sigma2], dtype=x.dtype, device=x.device), "unbiased"))
 
 
 @dataclass

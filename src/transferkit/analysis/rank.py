@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..data import TensorData, conform
+from ..engine.evaluate import batched_forward
 from ..errors import TransferkitError, unknown_name
 from ..models import Classifier, load_model, parameter_count
 from .transferability import h_score, leep, logme, nce
@@ -23,21 +24,14 @@ SCORE_NAMES = ("logme", "leep", "nce", "h_score")
 SCORE_TITLES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "h_score": "H-score"}
 
 
-@torch.no_grad()
 def forward_features(model: Classifier, x: Tensor, batch_size: int = 512) -> tuple[Tensor, Tensor]:
-    """Features and logits of ``x`` in eval mode, in one pass (the model's mode is restored)."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    feats, logits = [], []
-    try:
-        for i in range(0, len(x), batch_size):
-            f, z = model.forward_all(x[i : i + batch_size].to(device))
-            feats.append(f.float().cpu())
-            logits.append(z.float().cpu())
-    finally:
-        model.train(was)
-    return torch.cat(feats), torch.cat(logits)
+    """Features and logits of ``x`` in eval mode, in one pass (the model's mode is restored); float32 on the CPU."""
+
+    def both(xb: Tensor) -> tuple[Tensor, Tensor]:
+        f, z = model.forward_all(xb)
+        return f.float().cpu(), z.float().cpu()
+
+    return batched_forward(model, x, batch_size, both, device=next(model.parameters()).device)
 
 
 def transferability_scores(features: Tensor, logits: Tensor, labels: Tensor) -> dict[str, float]:

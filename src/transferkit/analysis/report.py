@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from ..data import TensorData, load_data
+from ..engine.evaluate import confusion_counts
 from ..errors import TransferkitError
 from ..io import load_yaml, read_jsonl, write_text
 from .rank import fit_input, forward_features
@@ -115,8 +116,20 @@ def task_of(run: Run) -> str:
 
 
 def final_metric(run: Run) -> tuple[str, float] | None:
-    """The headline number of a run: test accuracy, else target accuracy, else validation accuracy."""
+    """The headline number of a run: ``metrics[headline]`` of a versioned summary (docs/run-summary.md).
+
+    Summaries written before the schema existed (no ``schema`` key) fall back to test accuracy,
+    else target accuracy, else validation accuracy.
+    """
     s = run.summary
+    if isinstance(s.get("schema"), int):
+        key, metrics = s.get("headline"), s.get("metrics") or {}
+        if key and isinstance(metrics.get(key), (int, float)):
+            return key.replace("_", " "), float(metrics[key])
+        sel = s.get("selection") or {}
+        if isinstance(sel.get("score"), (int, float)):
+            return f"best {sel.get('by', 'score')}", float(sel["score"])
+        return None
     for key, label in (("test", "test acc"), ("target_test", "test acc"), ("target", "target acc"), ("val", "val acc")):
         v = s.get(key)
         if isinstance(v, dict) and isinstance(v.get("acc"), (int, float)):
@@ -202,8 +215,7 @@ def _confusion(run: Run, section: Section, device: str | torch.device, max_eval:
             raise TransferkitError(f"{data.name} has labels up to {int(y.max())} but the model has {model.num_classes} classes")
         _, logits = forward_features(model, data.x)
         pred = logits.argmax(1)
-        c = model.num_classes
-        cm = torch.bincount(y.cpu() * c + pred, minlength=c * c).reshape(c, c).numpy()
+        cm = confusion_counts(y, pred, model.num_classes).numpy()
         acc = float((pred == y.cpu()).float().mean() * 100)
     except (TransferkitError, OSError, KeyError, RuntimeError, ValueError) as exc:
         section.notes.append(f"confusion matrix skipped: {_first_error_line(exc)}")
@@ -304,6 +316,19 @@ def _headline(run: Run) -> list[tuple[str, str]]:
     fm = final_metric(run)
     if fm:
         out.append((fm[0], f"{fm[1]:.2f}"))
+    if isinstance(s.get("schema"), int):  # the versioned summary (docs/run-summary.md)
+        sel = s.get("selection") or {}
+        if isinstance(sel.get("epoch"), int):
+            out.append(("best epoch", str(sel["epoch"] + 1)))
+        if sel.get("by"):
+            out.append(("select by", str(sel["by"])))
+        for k in ("epochs_run", "steps", "stopped_early", "wall_s", "parameters"):
+            if k in s:
+                out.append((k.replace("_", " "), _fmt(s[k])))
+        for k, v in (s.get("metrics") or {}).items():
+            if isinstance(v, (int, float)) and fm is not None and k.replace("_", " ") != fm[0]:
+                out.append((k.replace("_", " "), _fmt(v)))
+        return out
     for k in ("best_epoch", "epochs_run", "select_by", "best_score", "stopped_early", "wall_s", "parameters"):
         if k in s:
             v = s[k] + 1 if k == "best_epoch" and isinstance(s[k], int) else s[k]

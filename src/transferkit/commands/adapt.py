@@ -83,7 +83,7 @@ def _adapt(p: dict[str, Any]) -> None:
     if method not in ADAPT_METHODS and method not in SHALLOW_METHODS:
         raise unknown_name("adaptation method", method, ALL_METHODS)
     if method in ADAPT_METHODS:
-        chosen_options(ADAPT_METHODS, [method], p, "method")  # refuse another method's option before any work
+        _spec(p)  # refuse a bad or another method's option before any work
     start(p)
     channels = int(p["channels"]) if p.get("channels") else None
     source = load(p["source"], {**p, "image_size": None, "channels": None})
@@ -106,7 +106,7 @@ def _adapt(p: dict[str, Any]) -> None:
         source, target = fit_to_model(source, shape, p["quiet"]), fit_to_model(target, shape, True)
         test = fit_to_model(test, shape, True) if test is not None else None
     arch = p["arch"] if p["arch"] != "auto" else ("lenet" if source.is_image else "mlp")
-    spec = from_mapping(AdaptSpec, p, options=chosen_options(ADAPT_METHODS, [method], p, "method"))
+    spec = _spec(p)
     res = adapt(source, target, spec, train_config(p), arch, test, source_model, run, device,
                 verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"], bottleneck_dim=p["bottleneck_dim"],
                 augment=augment_from(p))
@@ -122,6 +122,13 @@ def _adapt(p: dict[str, Any]) -> None:
             rows.append({"model": f"{method} (oracle upper bound)", "target-test acc": f"{s['oracle_upper_bound']['acc']:.2f}"})
         print(echo_table(rows, ["model", "target-test acc"]))
     print(f"run folder: {run.path}")
+
+
+def _spec(p: dict[str, Any]) -> AdaptSpec:
+    """The adaptation spec from the command's options (the method's own options checked)."""
+    spec = from_mapping(AdaptSpec, p, options=chosen_options(ADAPT_METHODS, [p["method"]], p, "method"))
+    spec.validate()
+    return spec
 
 
 def _model_path(path: str) -> str:

@@ -21,10 +21,12 @@ from ..distill import (
     parse_hidden,
     summary_rows,
 )
-from ..distill.api import HINT_STAGES
+from ..distill.losses import parse_losses
 from ..engine import evaluate, resolve_device
+from ..engine.pipeline import summary as run_summary
 from ..errors import TransferkitError
 from ..models import load_model, parameter_count
+from ..options import from_mapping
 from .common import (
     augment_from,
     callbacks,
@@ -41,14 +43,15 @@ from .common import (
     train_config,
     train_options,
 )
+from .typed import chosen_options, config_options, method_options
 
 
 def _spec(p: dict[str, Any]) -> DistillSpec:
-    return DistillSpec(
-        losses=list(p.get("loss") or ["kd=1"]), temperature=p["temperature"], alpha=p["alpha"],
-        hints=list(p.get("hint") or []), hint_stage=p["hint_stage"], hint_epochs=p["hint_epochs"],
-        dkd_alpha=p["dkd_alpha"], dkd_beta=p["dkd_beta"], cache_teacher=not p["no_cache"],
-    )
+    """The distillation spec from the command's options, checked before any run folder exists."""
+    losses = parse_losses(list(p.get("losses") or ["kd=1"]))
+    spec = from_mapping(DistillSpec, p, losses=losses, options=chosen_options(LOSSES, list(losses), p, "losses"))
+    spec.validate()
+    return spec
 
 
 def _data(p: dict[str, Any], shape: list[int]) -> tuple[TensorData, TensorData | None, TensorData | None]:
@@ -81,15 +84,8 @@ def _data(p: dict[str, Any], shape: list[int]) -> tuple[TensorData, TensorData |
 @click.option("--val-data", default=None, help="Labelled validation data (default: hold out --val-split of --data).")
 @click.option("--val-split", type=click.FloatRange(0, 0.9), default=0.1, show_default=True, help="Fraction of --data held out for validation (0: none).")
 @click.option("--test-data", default=None, help="Labelled test data for the teacher-vs-student summary.")
-@click.option("--loss", multiple=True, help="NAME=WEIGHT, repeatable (default kd=1). Names: " + ", ".join(f"{k} ({v})" for k, v in LOSSES.items()))
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True, help="Softmax temperature T of kd and dkd.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="kd: weight of the soft targets; hard labels get 1 - alpha.")
-@click.option("--hint", multiple=True, help="TEACHER_LAYER:STUDENT_LAYER module paths for fitnet/at (repeatable), e.g. backbone.fc1:backbone.fc1.")
-@click.option("--hint-stage", type=click.Choice(HINT_STAGES), default="joint", show_default=True, help="fitnet/at: add hints throughout, or train them alone first.")
-@click.option("--hint-epochs", type=click.IntRange(0), default=1, show_default=True, help="Length of the hint stage with --hint-stage stagewise.")
-@click.option("--dkd-alpha", type=click.FloatRange(min=0), default=1.0, show_default=True)
-@click.option("--dkd-beta", type=click.FloatRange(min=0), default=8.0, show_default=True)
-@click.option("--no-cache", is_flag=True, default=False, help="Run the teacher online even without augmentation.")
+@config_options(DistillSpec, exclude=("options",))
+@method_options(LOSSES)
 @click.option("--export", "export_formats", multiple=True, type=click.Choice(list(FORMATS)), help="Export the student (repeatable); each export is checked for equivalence.")
 @click.option("--export-tolerance", type=click.FloatRange(min=0), default=1e-3, show_default=True, help="Largest allowed absolute logit difference of an export.")
 @click.option("--no-latency", is_flag=True, default=False, help="Skip the CPU latency measurement in the summary.")
@@ -108,7 +104,6 @@ def distill_cmd(p: dict[str, Any]) -> None:
     """
     p["command"] = "distill"
     spec = _spec(p)
-    spec.validate()
     start(p)
     device = resolve_device(p["device"])
     probe = load(p["data"] or p["transfer_data"], p) if p.get("teacher_model") and (p.get("data") or p.get("transfer_data")) else None
@@ -125,21 +120,20 @@ def distill_cmd(p: dict[str, Any]) -> None:
     except TypeError as exc:
         raise TransferkitError(f"--student {p['student']} does not take these options: {exc}") from None
     run = open_run(p, "distill")
-    trainer, result = distill(
+    outcome = distill(
         teacher, student, train, val, spec, train_config(p), p["batch_size"], augment_from(p), run, device,
         verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"],
     )
     if not run.is_main:  # under torchrun only rank 0 measures, exports and writes
         return
-    summary: dict[str, Any] = {
-        "family": "distill", "method": "+".join(f"{k}={v:g}" for k, v in spec.losses.items()),
-        "command": "distill", "teacher": str(p["teacher"]), "student": p["student"],
-        "unlabelled_transfer_set": bool(p.get("transfer_data")), "teacher_cached": spec.cache_teacher and not augment_from(p).active,
-        "best_epoch": result.best_epoch, "best_score": result.best_score, "select_by": trainer.select_name,
-        "epochs_run": len(result.history), "wall_s": result.wall_s, "parameters": parameter_count(student),
-    }
-    if result.last.get("val"):
-        summary["val"] = {k: v for k, v in result.last["val"].items() if k != "per_class_acc"}
+    summary = run_summary(
+        "distill", "+".join(f"{k}={v:g}" for k, v in spec.losses.items()), outcome, command="distill",
+        teacher=str(p["teacher"]), student=p["student"], parameters=parameter_count(student),
+        unlabelled_transfer_set=bool(p.get("transfer_data")), teacher_cached=spec.cache_teacher and not augment_from(p).active,
+    )
+    if "val" in summary:
+        summary["val"] = {k: v for k, v in summary["val"].items() if k != "per_class_acc"}
+        summary["metrics"]["val_acc"] = summary["val"].get("acc")
     ref = test or val or train
     where = ref.name if ref is test or (ref is val and p.get("val_data")) else (
         f"the validation split of {ref.name}" if ref is val else f"the training inputs {ref.name}")
@@ -148,8 +142,11 @@ def distill_cmd(p: dict[str, Any]) -> None:
     print(f"teacher vs student on {where} ({cmp['n']} inputs):")
     cols = ["model", "acc", "agree", "params", "size"] + [k for k in summary_rows(cmp)[0] if "ms b" in k]
     print(echo_table(summary_rows(cmp), cols))
+    summary["metrics"]["agreement"] = cmp["agreement"]
     if test is not None:
         summary["test"] = {k: v for k, v in evaluate(student, test).items() if k != "per_class_acc"}
+        summary["metrics"]["test_acc"] = summary["test"]["acc"]
+    summary["headline"] = "test_acc" if test is not None else "val_acc"
     exports = []
     try:
         for fmt in p.get("export_formats") or []:

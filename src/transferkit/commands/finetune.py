@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 import click
@@ -11,11 +9,14 @@ import torch
 
 from ..data import DATASETS, TensorData, check_labels, few_labels, random_split
 from ..engine import RunDir, evaluate, predict_logits, resolve_device
+from ..engine.pipeline import Outcome
+from ..engine.pipeline import summary as run_summary
 from ..errors import TransferkitError
-from ..finetune import STRATEGIES, FinetuneSpec, finetune
+from ..finetune import FinetuneSpec, finetune
 from ..finetune.regularizers import REGULARIZERS
-from ..io import atomic_write, write_json
+from ..io import write_json, write_predictions
 from ..models import BACKBONE_DOCS, create_model, load_init, load_model, parameter_count
+from ..options import from_mapping
 from .common import (
     augment_from,
     callbacks,
@@ -33,6 +34,7 @@ from .common import (
     train_config,
     train_options,
 )
+from .typed import chosen_options, config_options, method_options
 
 split_options = compose(
     click.option("--val-data", default=None, help="Validation data spec (default: hold out --val-split of --data)."),
@@ -55,43 +57,35 @@ def _splits(p: dict[str, Any], quiet: bool) -> tuple[TensorData, TensorData | No
     return data, val, test
 
 
-def _finish(p: dict[str, Any], run: RunDir, trainer: Any, result: Any, model: Any, test: TensorData | None) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "command": p.get("command"),
-        "best_epoch": result.best_epoch,
-        "best_score": result.best_score,
-        "select_by": trainer.select_name,
-        "epochs_run": len(result.history),
-        "stopped_early": result.stopped_early,
-        "wall_s": result.wall_s,
-        "parameters": parameter_count(model),
-    }
-    if result.last.get("val"):
-        summary["val"] = result.last["val"]
+def _finish(p: dict[str, Any], run: RunDir, outcome: Outcome, model: Any, test: TensorData | None, spec: FinetuneSpec) -> dict[str, Any]:
+    method = spec.strategy + "".join(f"+{r}" for r in spec.regularizers)
+    summary = run_summary(p["command"], method, outcome, command=p["command"], parameters=parameter_count(model))
+    if "val" in summary:
+        summary["metrics"]["val_acc"] = summary["val"].get("acc")
     if test is not None:
         test = fit_to_model(test, model.spec["input_shape"], True)
-        summary["test"] = evaluate(model, test.to(trainer.device))
-        print(f"test accuracy {summary['test']['acc']:.2f}% on {test.name} (best epoch {result.best_epoch + 1})")
+        summary["test"] = evaluate(model, test.to(outcome.trainer.device))
+        summary["metrics"]["test_acc"] = summary["test"]["acc"]
+        print(f"test accuracy {summary['test']['acc']:.2f}% on {test.name} (best epoch {outcome.result.best_epoch + 1})")
+    summary["headline"] = "test_acc" if test is not None else "val_acc" if "val" in summary else None
     run.write_summary(summary)
     print(f"run folder: {run.path}")
     return summary
 
 
 def _spec(p: dict[str, Any]) -> FinetuneSpec:
-    return FinetuneSpec(
-        strategy=p.get("strategy", "full"), freeze=p.get("freeze"), trainable=p.get("trainable"),
-        lr_decay=p.get("lr_decay"), head_lr_mult=p.get("head_lr_mult", 1.0), new_head=p.get("new_head", False),
-        regularizers=list(p.get("regularizer") or []), l2sp_alpha=p.get("l2sp_alpha", 0.01),
-        l2sp_beta=p.get("l2sp_beta", 0.01), lwf_weight=p.get("lwf_weight", 1.0),
-        lwf_temperature=p.get("lwf_temperature", 2.0), bss_eta=p.get("bss_eta", 1e-3),
-        label_smoothing=p.get("label_smoothing", 0.0), joint_weight=p.get("joint_weight", 1.0),
-    )
-
+    """The fine-tuning spec from the command's options, checked before any run folder exists."""
+    chosen = list(p.get("regularizers") or [])
+    for name in chosen:
+        REGULARIZERS.entry(name)
+    spec = from_mapping(FinetuneSpec, p, options=chosen_options(REGULARIZERS, chosen, p, "regularizers"))
+    spec.validate()
+    return spec
 
 
 model_options = compose(
     click.option("--bottleneck-dim", type=click.IntRange(1), default=None, help="Add a bottleneck layer of this width before the head."),
-    click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True),
+    config_options(FinetuneSpec, only=("label_smoothing",)),
 )
 
 
@@ -113,16 +107,17 @@ def train_cmd(p: dict[str, Any]) -> None:
       transferkit train --data mnist5k --model lenet --epochs 5 --run-dir runs/source
     """
     p["command"] = "train"
+    spec = _spec(p)
     start(p)
     data, val, test = _splits(p, p["quiet"])
     run = open_run(p, "train")
     device = resolve_device(p["device"])
     model = create_model(p["arch"], data.num_classes, data.input_shape, p["bottleneck_dim"], classes=data.classes)
-    trainer, result = finetune(
-        model, data, val, _spec(p), train_config(p), p["batch_size"], augment_from(p), run, device,
+    outcome = finetune(
+        model, data, val, spec, train_config(p), p["batch_size"], augment_from(p), run, device,
         verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"],
     )
-    _finish(p, run, trainer, result, model, test)
+    _finish(p, run, outcome, model, test, spec)
 
 
 @click.command("finetune")
@@ -130,20 +125,10 @@ def train_cmd(p: dict[str, Any]) -> None:
 @click.option("--init", "init", required=True, help="Source model: a run folder or checkpoint (.safetensors, or a weights-only .pt state dict with --model).")
 @click.option("--data", required=True, help="Labelled target data (see `transferkit datasets`).")
 @click.option("--model", "arch", default=None, help="Architecture, only when --init is a plain state dict.")
-@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="full", show_default=True, help="What trains: " + "; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()))
-@click.option("--freeze", type=click.IntRange(0), default=None, help="partial: freeze the first K layer groups (default: half).")
-@click.option("--trainable", default=None, help="partial: train only parameters whose name matches this regex.")
-@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=None, help="Layer-wise learning-rate decay per group from the head down.")
-@click.option("--head-lr-mult", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Learning-rate multiplier of the head.")
-@click.option("--new-head", is_flag=True, default=False, help="Replace the head even when the class count is unchanged.")
-@click.option("--regularizer", multiple=True, type=click.Choice(list(REGULARIZERS)), help="l2sp, lwf or bss (repeatable).")
-@click.option("--l2sp-alpha", type=click.FloatRange(min=0), default=0.01, show_default=True)
-@click.option("--l2sp-beta", type=click.FloatRange(min=0), default=0.01, show_default=True)
-@click.option("--lwf-weight", type=click.FloatRange(min=0), default=1.0, show_default=True)
-@click.option("--lwf-temperature", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True)
-@click.option("--bss-eta", type=click.FloatRange(min=0), default=1e-3, show_default=True)
+@config_options(FinetuneSpec, exclude=("label_smoothing", "joint_weight", "options"))
+@method_options(REGULARIZERS)
 @click.option("--source-data", default=None, help="joint: keep training on this labelled source set (loss = L_target + lambda L_source).")
-@click.option("--joint-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="lambda of joint training.")
+@config_options(FinetuneSpec, only=("joint_weight",))
 @model_options
 @split_options
 @data_options
@@ -159,6 +144,7 @@ def finetune_cmd(p: dict[str, Any]) -> None:
           --strategy partial --regularizer l2sp --run-dir runs/ft
     """
     p["command"] = "finetune"
+    spec = _spec(p)
     start(p)
     device = resolve_device(p["device"])
     model = _load_source(p)
@@ -169,11 +155,11 @@ def finetune_cmd(p: dict[str, Any]) -> None:
     if p["source_data"]:
         source = fit_to_model(load(p["source_data"], p), model.spec["input_shape"], p["quiet"])
     run = open_run(p, "finetune")
-    trainer, result = finetune(
-        model, data, val, _spec(p), train_config(p), p["batch_size"], augment_from(p), run, device,
+    outcome = finetune(
+        model, data, val, spec, train_config(p), p["batch_size"], augment_from(p), run, device,
         source=source, verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"],
     )
-    _finish(p, run, trainer, result, model, test)
+    _finish(p, run, outcome, model, test, spec)
 
 
 def _load_source(p: dict[str, Any]) -> Any:
@@ -238,14 +224,7 @@ def predict_cmd(p: dict[str, Any]) -> None:
     out = guard_output(p["output"], p["overwrite"])
     model, data = _trained_model_and_data(p)
     probs = torch.softmax(predict_logits(model, data.x), 1).cpu()
-    names = model.classes
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["index", "prediction", *[f"p_{c}" for c in names]])
-    for i, row in enumerate(probs.tolist()):
-        k = max(range(len(row)), key=row.__getitem__)
-        w.writerow([i, names[k], *[f"{v:.6f}" for v in row]])
-    atomic_write(out, lambda path: path.write_text(buf.getvalue(), encoding="utf-8"))
+    write_predictions(out, range(len(probs)), probs, model.classes, name_column="index")
     print(f"wrote {len(probs)} predictions to {out}")
 
 

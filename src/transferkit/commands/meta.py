@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import torch
 
-from ..data import TensorData, load_image_folder
-from ..data.datasets import IMAGE_SUFFIXES
+from ..data import TensorData, load_image_folder, load_images
 from ..engine import resolve_device
+from ..engine.pipeline import summary as run_summary
 from ..errors import TransferkitError
-from ..io import atomic_write, write_json
+from ..io import write_json, write_predictions
 from ..meta import (
     LEARNERS,
-    TASK_MODES,
     EpisodeSampler,
     MetaSpec,
     SinusoidTasks,
@@ -31,10 +27,10 @@ from ..meta import (
     split_classes,
 )
 from ..models import create_model, load_model, parameter_count
+from ..options import from_mapping
 from .common import (
     augment_from,
     callbacks,
-    compose,
     config_option,
     data_options,
     echo_table,
@@ -47,14 +43,10 @@ from .common import (
     train_config,
     train_options,
 )
+from .typed import config_options
 
 SINUSOID = "sinusoid"
 
-task_options = compose(
-    click.option("--ways", type=click.IntRange(1), default=5, show_default=True, help="N: classes per episode."),
-    click.option("--shots", type=click.IntRange(1), default=1, show_default=True, help="K: labelled support examples per class."),
-    click.option("--queries", type=click.IntRange(1), default=15, show_default=True, help="Q: query examples per class."),
-)
 
 
 def _read_meta(run_dir: str) -> dict[str, Any]:
@@ -67,12 +59,9 @@ def _read_meta(run_dir: str) -> dict[str, Any]:
 
 
 def _spec(p: dict[str, Any], loss: str) -> MetaSpec:
-    return MetaSpec(
-        method=p["method"], ways=p["ways"], shots=p["shots"], queries=p["queries"], meta_batch=p["meta_batch"],
-        inner_steps=p["inner_steps"], inner_lr=p["inner_lr"], eval_inner_steps=p["eval_inner_steps"],
-        first_order=p["first_order"], episodes_per_epoch=p["episodes_per_epoch"], val_episodes=p["val_episodes"],
-        rotations=p["rotations"], loss=loss, tasks_as=p["tasks_as"],
-    )
+    spec = from_mapping(MetaSpec, p, loss=loss)
+    spec.validate()
+    return spec
 
 
 def _eval_line(m: dict[str, Any], what: str) -> str:
@@ -96,23 +85,14 @@ def meta_group() -> None:
 @meta_group.command("train")
 @config_option
 @click.option("--data", required=True, help="Labelled data whose classes become few-shot tasks (omniglot:small, digits, a folder...), or 'sinusoid' (MAML's regression demo).")
-@click.option("--method", type=click.Choice(list(LEARNERS)), default="protonet", show_default=True, help="; ".join(f"{k}: {v}" for k, v in LEARNERS.items()))
+@click.option("--method", type=click.Choice(LEARNERS.names()), default="protonet", show_default=True, help="; ".join(f"{k}: {v}" for k, v in LEARNERS.docs().items()))
 @click.option("--model", "arch", default="conv4", show_default=True, help="Architecture (conv4 is the few-shot standard; mlp for feature tables).")
-@task_options
-@click.option("--meta-batch", type=click.IntRange(1), default=16, show_default=True, help="Tasks per meta-step (vmapped together).")
-@click.option("--inner-steps", type=click.IntRange(1), default=1, show_default=True, help="Inner-loop gradient steps while meta-training (MAML, ANIL, Reptile).")
-@click.option("--inner-lr", type=click.FloatRange(min=0, min_open=True), default=0.4, show_default=True, help="Inner-loop step size alpha.")
-@click.option("--eval-inner-steps", type=click.IntRange(1), default=None, help="Inner steps at evaluation (default: --inner-steps).")
-@click.option("--tasks-as", type=click.Choice(list(TASK_MODES)), default="auto", show_default=True,
-              help="How a meta-batch's tasks are computed: " + "; ".join(f"{k}: {v}" for k, v in TASK_MODES.items()) + ".")
-@click.option("--first-order", is_flag=True, default=False, help="MAML/ANIL: drop second derivatives (FOMAML).")
-@click.option("--rotations", is_flag=True, default=False, help="Add 90/180/270-degree rotations of each class as new classes (Omniglot convention).")
+@config_options(MetaSpec, exclude=("method", "loss", "episodes_per_epoch", "val_episodes"))
 @click.option("--split-by", type=click.Choice(["class", "alphabet"]), default="class", show_default=True, help="Split classes into meta-train/val/test individually, or by group (the part of the class name before '/', e.g. the Omniglot alphabet).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, help="Fraction of classes (or groups) for meta-validation (model selection).")
 @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25, show_default=True, help="Fraction of classes (or groups) held out for meta-testing.")
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the class split.")
-@click.option("--episodes-per-epoch", type=click.IntRange(1), default=100, show_default=True, help="Meta-batches per epoch.")
-@click.option("--val-episodes", type=click.IntRange(1), default=100, show_default=True, help="Validation episodes per epoch.")
+@config_options(MetaSpec, only=("episodes_per_epoch", "val_episodes"))
 @click.option("--test-episodes", type=click.IntRange(0), default=600, show_default=True, help="Meta-test episodes after training (0: skip).")
 @data_options
 @train_options
@@ -127,7 +107,6 @@ def meta_train_cmd(p: dict[str, Any]) -> None:
     device = resolve_device(p["device"])
     sinusoid = p["data"] == SINUSOID
     spec = _spec(p, "mse" if sinusoid else "ce")
-    spec.validate()
     split_names: dict[str, list[str]] = {}
     if sinusoid:
         train_s: Any = SinusoidTasks(p["shots"], p["queries"], device=device)
@@ -150,19 +129,17 @@ def meta_train_cmd(p: dict[str, Any]) -> None:
 
     if run.is_main:
         dump_yaml(run.path / "meta.yaml", {"data": p["data"], "spec": spec.to_dict(), "split_by": p["split_by"], "split": split_names})
-    trainer, result = meta_train(learner, train_s, spec, train_config(p), val_s, run, device, not p["quiet"], callbacks(p), p["resume"],
-                                 augment_from(p))
-    summary: dict[str, Any] = {
-        "family": "meta", "method": spec.method, "command": "meta train", "meta": spec.to_dict(),
-        "best_epoch": result.best_epoch, "best_score": result.best_score, "select_by": trainer.select_name,
-        "epochs_run": len(result.history), "wall_s": result.wall_s, "parameters": parameter_count(model),
-        "classes": {k: len(v) for k, v in split_names.items()},
-    }
-    if result.last.get("val"):
-        summary["val"] = result.last["val"]
+    outcome = meta_train(learner, train_s, spec, train_config(p), val_s, run, device, not p["quiet"], callbacks(p), p["resume"],
+                         augment_from(p))
+    summary = run_summary("meta", spec.method, outcome, command="meta train", meta=spec.to_dict(),
+                          parameters=parameter_count(model), classes={k: len(v) for k, v in split_names.items()})
+    if "val" in summary:
+        summary["metrics"].update({f"val_{k}": v for k, v in summary["val"].items() if k in ("acc", "mse")})
     if p["test_episodes"]:
         m = learner.evaluate(test_s, p["test_episodes"], chunk=spec.meta_batch, seed=p["seed"])
         summary["test"] = m
+        summary["metrics"].update({f"test_{k}": v for k, v in m.items() if k in ("acc", "mse", "ci95")})
+        summary["headline"] = "test_acc" if "acc" in m else "test_mse"
         print(_eval_line(m, f"meta-test {p['ways']}-way {p['shots']}-shot"))
     run.write_summary(summary)
     print(f"run folder: {run.path}")
@@ -225,30 +202,11 @@ def meta_eval_cmd(p: dict[str, Any]) -> None:
 
 def load_query_images(folder: str | Path, shape: tuple[int, ...], quiet: bool = False) -> tuple[torch.Tensor, list[str]]:
     """Every image under ``folder`` (sorted), converted to ``shape`` (C, H, W); a note when converting."""
-    from PIL import Image, UnidentifiedImageError
-
-    root = Path(folder)
-    if not root.is_dir():
-        raise TransferkitError(f"query folder {root} does not exist")
-    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise TransferkitError(f"query folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     c, h, w = (int(v) for v in shape)
-    mode = "L" if c == 1 else "RGB"
-    arrays, converted = [], []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                im.load()
-                if im.mode != mode or im.size != (w, h):
-                    converted.append(f.name)
-                arr = np.asarray(im.convert(mode).resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise TransferkitError(f"cannot read query image {f}: {exc}; remove it from {root}") from None
-        arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    x, names, converted = load_images(folder, c, (h, w), what="query")
     if converted and not quiet:
         print(f"note: {len(converted)} query image(s) (e.g. {converted[0]}) converted to the model's input {c}x{h}x{w}", file=sys.stderr)
-    return torch.from_numpy(np.stack(arrays)), [str(f.relative_to(root)) for f in files]
+    return x, names
 
 
 @click.command("few-shot")
@@ -292,13 +250,7 @@ def few_shot_cmd(p: dict[str, Any]) -> None:
     spec.ways = model.num_classes if spec.method != "protonet" else support.num_classes
     learner = build_learner(model, spec).to(device)
     probs = few_shot_predict(learner, support.x.to(device), support.y.to(device), qx.to(device), p["inner_steps"]).cpu()
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["file", "prediction", *[f"p_{c}" for c in support.classes]])
-    for name, row in zip(names, probs.tolist(), strict=True):
-        k = max(range(len(row)), key=row.__getitem__)
-        w.writerow([name, support.classes[k], *[f"{v:.6f}" for v in row]])
-    atomic_write(out, lambda path: path.write_text(buf.getvalue(), encoding="utf-8"))
+    write_predictions(out, names, probs, support.classes, name_column="file")
     counts = support.class_counts().tolist()
     print(echo_table([{"class": c, "support": n} for c, n in zip(support.classes, counts, strict=True)], ["class", "support"]))
     print(f"wrote {len(names)} predictions to {out}")

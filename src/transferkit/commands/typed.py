@@ -51,6 +51,8 @@ def _field_option(cls: Any, f: dataclasses.Field[Any], unset_default: bool = Fal
     default = field_default(f)
     typ, _, seq = base_type(resolved_type(cls, f.name))
     help_text = m.get("help", "")
+    if m.get("choice_docs"):
+        help_text = f"{help_text} " + "; ".join(f"{k}: {v}" for k, v in m["choice_docs"].items()) + "."
     if note:
         help_text = f"{help_text} [{note}]"
     if typ is bool and not seq:
@@ -60,6 +62,8 @@ def _field_option(cls: Any, f: dataclasses.Field[Any], unset_default: bool = Fal
         return click.option(option_name(f), f.name, is_flag=True, default=None if unset_default else default,
                             help=help_text, hidden=m.get("hidden", False))
     kw: dict[str, Any] = {"type": _click_type(cls, f), "help": help_text, "hidden": m.get("hidden", False)}
+    if isinstance(default, dict):  # NAME=VALUE pairs (distillation losses)
+        default = tuple(f"{k}={v:g}" for k, v in default.items())
     if seq or m.get("multiple"):
         kw["multiple"] = True
         kw["default"] = None if unset_default else (tuple(default) if default else ())
@@ -76,13 +80,16 @@ def _field_option(cls: Any, f: dataclasses.Field[Any], unset_default: bool = Fal
     return click.option(option_name(f), f.name, **kw)
 
 
-def config_options(*classes: Any, exclude: tuple[str, ...] = ()) -> Callable[[Any], Any]:
-    """Decorator adding one option per field of each config class (first class wins on a shared name)."""
+def config_options(*classes: Any, exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None) -> Callable[[Any], Any]:
+    """Decorator adding one option per field of each config class (first class wins on a shared name).
+
+    ``exclude`` leaves fields out (the command declares them itself); ``only`` keeps just those named.
+    """
     decos: list[Callable[[Any], Any]] = []
     seen: set[str] = set(exclude)
     for cls in classes:
         for f in fields(cls):
-            if f.name in seen:
+            if f.name in seen or (only is not None and f.name not in only):
                 continue
             seen.add(f.name)
             decos.append(_field_option(cls, f))
@@ -156,6 +163,11 @@ def describe_entry(registry: Registry[Any], name: str) -> str:
         lines.append("  (no options of its own)")
         return "\n".join(lines)
     for f in fields(entry.config):
+        m = meta(f)
+        if m.get("flag"):
+            lines.append(f"  {m['flag']:<24} a flag ({f.name}={not field_default(f)!r} when given). {m.get('help', '')}")
+            continue
         default = field_default(f)
-        lines.append(f"  {option_name(f):<24} {describe(entry.config, f)}; default {default!r}. {meta(f).get('help', '')}")
+        shown = ", ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        lines.append(f"  {option_name(f):<24} {describe(entry.config, f)}; default {shown}. {m.get('help', '')}")
     return "\n".join(lines)

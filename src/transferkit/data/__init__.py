@@ -1,7 +1,16 @@
 """Data: named datasets, user sources, tensor batches, transforms."""
 
 from . import omniglot as _omniglot  # noqa: F401  (registers the omniglot dataset)
-from .datasets import DATASETS, load_csv, load_data, load_image_folder, load_npz, register_dataset
+from .datasets import (
+    DATASETS,
+    load_csv,
+    load_data,
+    load_image_folder,
+    load_images,
+    load_npz,
+    read_image,
+    register_dataset,
+)
 from .tensors import (
     TensorData,
     balanced_batches,
@@ -28,9 +37,11 @@ __all__ = [
     "load_csv",
     "load_data",
     "load_image_folder",
+    "load_images",
     "load_npz",
     "pair_shapes",
     "random_split",
+    "read_image",
     "register_dataset",
     "resize",
     "to_channels",

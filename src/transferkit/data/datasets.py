@@ -185,6 +185,59 @@ def load_mnist5k(split: str, data_dir: str | Path | None) -> TensorData:
 
 
 # ------------------------------------------------------------- user sources
+GREY_MODES = ("1", "L", "I", "I;16", "F", "LA")
+
+
+def read_image(path: str | Path, mode: str | None = None, size: tuple[int, int] | None = None) -> tuple[np.ndarray, bool]:
+    """One image file as a (C, H, W) float32 array in [0, 1], and whether it had to be converted.
+
+    The image is converted to the PIL ``mode`` (``"L"``: C = 1, ``"RGB"``: C = 3; default:
+    ``"L"`` for a grey file, else ``"RGB"``) and resized bilinearly to ``size`` = (H, W)
+    (default: its own size). Raises ``OSError`` or ``ValueError`` for a file that is not
+    a readable image.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        mode = mode or ("L" if im.mode in GREY_MODES else "RGB")
+        size = size or (im.height, im.width)
+        changed = im.mode != mode or (im.height, im.width) != size
+        im = im.convert(mode)
+        if (im.height, im.width) != size:
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.float32) / 255.0
+    return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)), changed
+
+
+def load_images(
+    root: str | Path, channels: int, size: tuple[int, int], what: str = "input"
+) -> tuple[torch.Tensor, list[str], list[str]]:
+    """Every image under ``root`` (any depth, sorted; no labels) as an (N, C, H, W) tensor in [0, 1].
+
+    Images are converted to ``channels`` and ``size`` = (H, W) (see :func:`read_image`).
+    Returns the tensor, the file paths relative to ``root``, and the names of the files
+    that were converted. ``what`` names the images in error messages ("query folder ...").
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise TransferkitError(f"{what} folder {root} does not exist")
+    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise TransferkitError(f"{what} folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    mode = "L" if channels == 1 else "RGB"
+    arrays, converted = [], []
+    for f in files:
+        try:
+            arr, changed = read_image(f, mode, size)
+        except (OSError, ValueError) as exc:
+            raise TransferkitError(f"cannot read {what} image {f}: {exc}; remove it from {root}") from None
+        arrays.append(arr)
+        if changed:
+            converted.append(f.name)
+    return torch.from_numpy(np.stack(arrays)), [str(f.relative_to(root)) for f in files], converted
+
+
 def load_image_folder(
     root: str | Path, image_size: int | None = None, channels: int | None = None, on_bad_file: str = "skip"
 ) -> TensorData:
@@ -193,10 +246,8 @@ def load_image_folder(
     Unreadable files are skipped with a warning, or raise when ``on_bad_file``
     is ``"error"``. Images are resized to ``image_size`` (default: the first
     image's size) and converted to ``channels`` (default: grey if the first
-    image is grey, else RGB).
+    image is grey, else RGB); see :func:`read_image`.
     """
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(root)
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
@@ -211,22 +262,14 @@ def load_image_folder(
             raise TransferkitError(f"class folder {cdir} is empty; add images or remove the folder")
         for f in files:
             try:
-                with Image.open(f) as im:
-                    im.load()
-                    if mode is None:
-                        mode = "L" if im.mode in ("1", "L", "I", "I;16", "F", "LA", "P") and im.mode != "P" else "RGB"
-                    im = im.convert(mode)
-                    if size is None:
-                        size = (im.height, im.width)
-                    if (im.height, im.width) != size:
-                        im = im.resize((size[1], size[0]), Image.BILINEAR)
-                    arr = np.asarray(im, dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                arr, _ = read_image(f, mode, size)
+            except (OSError, ValueError) as exc:
                 if on_bad_file == "error":
                     raise TransferkitError(f"cannot read image {f}: {exc}; remove it or use --on-bad-file skip") from None
                 warnings.warn(f"skipping unreadable file {f}", stacklevel=2)
                 continue
-            xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+            mode, size = mode or ("L" if len(arr) == 1 else "RGB"), size or (arr.shape[1], arr.shape[2])
+            xs.append(arr)
             ys.append(label)
     if not xs:
         raise TransferkitError(f"no readable images under {root}")

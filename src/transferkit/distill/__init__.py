@@ -7,6 +7,7 @@ outputs are cached when inputs are deterministic; students export to
 TorchScript or ONNX with an equivalence check.
 """
 
+from ..engine.registry import import_submodules
 from .api import (
     DistillSpec,
     build_losses,
@@ -17,13 +18,13 @@ from .api import (
     parse_hidden,
 )
 from .cache import TeacherCache
+from .dkd import DKDLoss
 from .export import FORMATS, ExportCheck, export_model
 from .losses import (
     LOSSES,
     AttentionTransfer,
     CrossEntropy,
     DistillLoss,
-    DKDLoss,
     FitNetLoss,
     KDLoss,
     Outputs,
@@ -66,3 +67,5 @@ __all__ = [
     "soft_kl",
     "summary_rows",
 ]
+
+import_submodules(__name__)  # every loss file registers itself

@@ -12,31 +12,24 @@ transfer set (``train.y is None``) where the teacher's outputs are the only labe
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..data import Augment, TensorData, check_labels, index_batches
-from ..engine import RunDir, TrainConfig, Trainer
+from ..data import Augment, TensorData, check_labels
+from ..engine import RunDir, TrainConfig
 from ..engine.evaluate import evaluate
+from ..engine.pipeline import Outcome, index_stream
+from ..engine.pipeline import train as train_pipeline
 from ..errors import TransferkitError
 from ..models import Classifier, create_model, load_model, read_checkpoint
+from ..options import check, option
 from .cache import TeacherCache
-from .losses import (
-    LOSSES,
-    AttentionTransfer,
-    CrossEntropy,
-    DistillLoss,
-    DKDLoss,
-    FitNetLoss,
-    KDLoss,
-    RKDLoss,
-    parse_losses,
-)
+from .losses import LOSSES, BuildContext, DistillLoss, parse_losses
 from .method import Distill, forward_outputs, hooks_for
 
 HINT_STAGES = ("joint", "stagewise")
@@ -44,41 +37,41 @@ HINT_STAGES = ("joint", "stagewise")
 
 @dataclass
 class DistillSpec:
-    """What the student learns from: losses by name and weight, and their settings.
+    """What the student learns from: losses by name and weight, hints, and the losses' options.
 
     Attributes:
-        losses: ``{"kd": 1.0, "fitnet": 0.5, ...}`` (names in ``LOSSES``).
-        temperature: softmax temperature of ``kd`` and ``dkd``.
-        alpha: ``kd``'s soft-target weight; the hard-label CE inside ``kd`` gets ``1 - alpha``.
+        losses: ``{"kd": 1.0, "fitnet": 0.5, ...}`` (names in ``LOSSES``; ``["kd=1"]`` also works).
         hints: ``"teacher.layer:student.layer"`` pairs for ``fitnet`` and ``at``.
         hint_stage: ``joint`` or ``stagewise`` (hints alone for ``hint_epochs``, then the rest).
         cache_teacher: reuse teacher outputs computed once when there is no random augmentation.
+        options: the chosen losses' own options (their registered configs' fields), e.g.
+            ``{"temperature": 4.0, "alpha": 0.9}`` for ``kd``; ``transferkit methods distill`` lists them.
     """
 
-    losses: dict[str, float] = field(default_factory=lambda: {"kd": 1.0})
-    temperature: float = 4.0
-    alpha: float = 0.9
-    hints: list[str] = field(default_factory=list)
-    hint_stage: str = "joint"
-    hint_epochs: int = 1
-    dkd_alpha: float = 1.0
-    dkd_beta: float = 8.0
-    rkd_distance: float = 25.0
-    rkd_angle: float = 50.0
-    at_p: float = 2.0
-    cache_teacher: bool = True
+    losses: dict[str, float] = option({"kd": 1.0}, "NAME=WEIGHT, repeatable (default kd=1).", cli="--loss", multiple=True,
+                                      metavar="NAME=WEIGHT")
+    hints: list[str] = option([], "TEACHER_LAYER:STUDENT_LAYER module paths for fitnet/at (repeatable), e.g. backbone.fc1:backbone.fc1.",
+                              cli="--hint", multiple=True)
+    hint_stage: str = option("joint", "fitnet/at: add hints throughout, or train them alone first.", choices=HINT_STAGES)
+    hint_epochs: int = option(1, "Length of the hint stage with --hint-stage stagewise.", min=0)
+    cache_teacher: bool = option(True, "Reuse teacher outputs computed once; --no-cache runs the teacher online even without augmentation.",
+                                 flag="--no-cache")
+    options: dict[str, Any] = option({}, "The losses' own options.", hidden=True)
 
     def validate(self) -> None:
         self.losses = parse_losses(self.losses)
-        if self.hint_stage not in HINT_STAGES:
-            raise TransferkitError(f"unknown hint stage '{self.hint_stage}'; known hint stages: {', '.join(HINT_STAGES)}")
+        check(self)
+        known = {n for name in self.losses for n in LOSSES.entry(name).options()}
+        unknown = sorted(set(self.options) - known)
+        if unknown:
+            raise TransferkitError(f"{', '.join(unknown)} is not an option of the chosen losses ({', '.join(self.losses)})")
+        for name in self.losses:
+            LOSSES.entry(name).make_config(self.options, strict=False)
         needs = [k for k in ("fitnet", "at") if k in self.losses]
         if needs and not self.hints:
             raise TransferkitError(f"{', '.join(needs)} needs layer pairs: add --hint TEACHER_LAYER:STUDENT_LAYER")
         if self.hint_stage == "stagewise" and not needs:
             raise TransferkitError("--hint-stage stagewise needs a hint loss (fitnet or at) in --loss")
-        if self.hint_epochs < 0:
-            raise TransferkitError(f"hint_epochs must be >= 0, got {self.hint_epochs}")
         self.hint_pairs()
 
     def hint_pairs(self) -> list[tuple[str, str]]:
@@ -92,29 +85,23 @@ class DistillSpec:
 
 
 def build_losses(spec: DistillSpec, teacher: nn.Module, student: nn.Module, sample: torch.Tensor) -> dict[str, DistillLoss]:
-    """Loss modules for ``spec``; FitNet's regressors are sized by one forward pass on ``sample``."""
+    """Loss modules for ``spec`` from the registry; FitNet's regressors are sized by one forward pass on ``sample``."""
+    pairs = spec.hint_pairs()
+
+    def hint_outputs() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        with torch.no_grad():
+            t = forward_outputs(teacher.eval(), sample, hooks_for(teacher, [a for a, _ in pairs], "teacher hint"))
+            was = student.training
+            s = forward_outputs(student.eval(), sample, hooks_for(student, [b for _, b in pairs], "student guided"))
+            student.train(was)
+        return list(s.hints), list(t.hints)
+
+    context = BuildContext(teacher, student, sample, hint_outputs)
     out: dict[str, DistillLoss] = {}
     for name in spec.losses:
-        if name == "ce":
-            out[name] = CrossEntropy()
-        elif name == "kd":
-            out[name] = KDLoss(spec.temperature, spec.alpha)
-        elif name == "at":
-            out[name] = AttentionTransfer(spec.at_p)
-        elif name == "rkd":
-            out[name] = RKDLoss(spec.rkd_distance, spec.rkd_angle)
-        elif name == "dkd":
-            out[name] = DKDLoss(spec.dkd_alpha, spec.dkd_beta, spec.temperature)
-        elif name == "fitnet":
-            pairs = spec.hint_pairs()
-            with torch.no_grad():
-                t = forward_outputs(teacher.eval(), sample, hooks_for(teacher, [a for a, _ in pairs], "teacher hint"))
-                was = student.training
-                s = forward_outputs(student.eval(), sample, hooks_for(student, [b for _, b in pairs], "student guided"))
-                student.train(was)
-            out[name] = FitNetLoss.for_shapes(s.hints, t.hints)
-        else:  # pragma: no cover - parse_losses rejects unknown names
-            raise TransferkitError(f"unknown distillation loss '{name}'; known: {', '.join(LOSSES)}")
+        entry = LOSSES.entry(name)
+        cfg = entry.make_config(spec.options, strict=False)
+        out[name] = entry.obj.build(context, **(vars(cfg) if cfg is not None else {}))
     return out
 
 
@@ -158,13 +145,13 @@ def distill(
     callbacks: list[Any] | None = None,
     resume: bool = False,
     cache: TeacherCache | None = None,
-) -> tuple[Trainer, Any]:
+) -> Outcome:
     """Train ``student`` to imitate ``teacher`` on ``train`` (labelled, or unlabelled: ``train.y is None``).
 
     Teacher outputs are computed once (or taken from ``cache``, built on ``train.x``) when
     ``augment`` is inactive and ``spec.cache_teacher``; otherwise the teacher runs online on each
-    augmented batch. The best checkpoint (validation accuracy, or train loss without ``val``)
-    is loaded back into ``student``; returns the trainer and the fit result.
+    augmented batch. The best epoch's weights (validation accuracy, or train loss without ``val``)
+    are in ``student`` at the end, with or without a run folder; returns the trainer and the fit result.
     """
     spec = spec or DistillSpec()
     config = config or TrainConfig()
@@ -203,24 +190,17 @@ def distill(
             print(f"distill: teacher runs online on every batch because {why}", file=sys.stderr)
     y_all = train_d.y
 
-    def batches(epoch: int, gen: torch.Generator) -> Iterator[dict[str, Any]]:
-        for idx in index_batches(len(train_d), batch_size, True, gen, device=device):
-            x = train_d.x[idx]
-            if augment is not None:
-                x = augment(x, gen)
-            yield {"x": x, "y": None if y_all is None else y_all[idx],
-                   "teacher": cache.slice(idx) if cache is not None else None}
+    def batch(idx: torch.Tensor, gen: torch.Generator) -> dict[str, Any]:
+        x = train_d.x[idx]
+        if augment is not None:
+            x = augment(x, gen)
+        return {"x": x, "y": None if y_all is None else y_all[idx], "teacher": cache.slice(idx) if cache is not None else None}
 
-    trainer = Trainer(
-        method, config, batches, -(-len(train_d) // batch_size),
+    return train_pipeline(
+        method, index_stream(len(train_d), batch_size, batch, device), config,
         validate=(lambda m: evaluate(m.model, val_d, config.eval_batch_size)) if val_d is not None else None,
-        run=run, device=device, verbose=verbose, callbacks=callbacks,
+        run=run, device=device, verbose=verbose, callbacks=callbacks, resume=resume,
     )
-    if resume:
-        trainer.resume()
-    result = trainer.fit()
-    trainer.load_best()
-    return trainer, result
 
 
 # ------------------------------------------------------------ model loading

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..engine.evaluate import batched_forward
 from ..models import FeatureHooks
 from .losses import Outputs
 from .method import forward_outputs
@@ -42,27 +43,13 @@ class TeacherCache:
     ) -> TeacherCache:
         """One pass of ``teacher`` (eval mode) over ``x``; keeps the embedding only when a loss reads it."""
         t0 = time.perf_counter()
-        was = teacher.training
-        teacher.eval()
-        logits: list[Tensor] = []
-        emb: list[Tensor] = []
-        hints: list[list[Tensor]] = []
-        try:
-            for i in range(0, len(x), batch_size):
-                out = forward_outputs(teacher, x[i : i + batch_size], hooks)
-                logits.append(out.logits)
-                if keep_embedding:
-                    emb.append(out.embedding)
-                hints.append(out.hints)
-        finally:
-            teacher.train(was)
-        n_hints = len(hints[0]) if hints else 0
-        return cls(
-            logits=torch.cat(logits),
-            embedding=torch.cat(emb) if keep_embedding else None,
-            hints=[torch.cat([h[j] for h in hints]) for j in range(n_hints)],
-            seconds=time.perf_counter() - t0,
-        )
+
+        def outputs(xb: Tensor) -> tuple[Tensor, Tensor | None, list[Tensor]]:
+            out = forward_outputs(teacher, xb, hooks)
+            return out.logits, out.embedding if keep_embedding else None, list(out.hints)
+
+        logits, emb, hints = batched_forward(teacher, x, batch_size, outputs)
+        return cls(logits=logits, embedding=emb, hints=hints, seconds=time.perf_counter() - t0)
 
     def __len__(self) -> int:
         return int(self.logits.shape[0])

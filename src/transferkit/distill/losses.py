@@ -22,14 +22,18 @@ arg-max stands in for the label wherever one is needed (``ce``, ``dkd``) and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..engine.registry import Registry
 from ..errors import TransferkitError
+from ..ops import sq_distances
+from ..options import option
 
 
 @dataclass
@@ -52,13 +56,49 @@ def labels_or_teacher(y: Tensor | None, teacher: Outputs) -> Tensor:
     return y if y is not None else teacher.logits.argmax(1)
 
 
+@dataclass
+class BuildContext:
+    """What a loss may need to build itself: the pair and, lazily, their hint-layer outputs on a sample."""
+
+    teacher: nn.Module
+    student: nn.Module
+    sample: Tensor
+    hint_outputs: Callable[[], tuple[list[Tensor], list[Tensor]]]  # (student hints, teacher hints)
+
+
 class DistillLoss(nn.Module):
     """Base: ``forward(student, teacher, y) -> scalar``; ``uses_hints`` says whether hint layers are needed."""
 
     uses_hints = False
 
+    @classmethod
+    def build(cls, context: BuildContext, **options: Any) -> DistillLoss:
+        """The loss for this teacher/student pair with its config's options (default: ``cls(**options)``)."""
+        return cls(**options)
+
     def forward(self, student: Outputs, teacher: Outputs, y: Tensor | None) -> Tensor:
         raise NotImplementedError
+
+
+LOSSES: Registry[type[DistillLoss]] = Registry("distillation loss name")
+"""Distillation losses by name; one registers itself with its options' config."""
+
+
+@dataclass
+class KDConfig:
+    temperature: float = option(4.0, "Softmax temperature T of kd and dkd.", min=0, min_open=True)
+    alpha: float = option(0.9, "kd: weight of the soft targets; hard labels get 1 - alpha.", min=0, max=1)
+
+
+@dataclass
+class ATConfig:
+    at_p: float = option(2.0, "at: power p of the attention map sum_c |A_c|^p.", min=0, min_open=True)
+
+
+@dataclass
+class RKDConfig:
+    rkd_distance: float = option(25.0, "rkd: weight of the distance term.", min=0)
+    rkd_angle: float = option(50.0, "rkd: weight of the angle term.", min=0)
 
 
 # ----------------------------------------------------------------- functional
@@ -148,6 +188,11 @@ class FitNetLoss(DistillLoss):
         self.regressors = nn.ModuleList(regressors)
 
     @classmethod
+    def build(cls, context: BuildContext, **options: Any) -> FitNetLoss:
+        student_hints, teacher_hints = context.hint_outputs()
+        return cls.for_shapes(student_hints, teacher_hints)
+
+    @classmethod
     def for_shapes(cls, student_hints: Sequence[Tensor], teacher_hints: Sequence[Tensor]) -> FitNetLoss:
         return cls([_regressor(s, t) for s, t in zip(student_hints, teacher_hints, strict=True)])
 
@@ -178,6 +223,10 @@ class AttentionTransfer(DistillLoss):
 
     uses_hints = True
 
+    @classmethod
+    def build(cls, context: BuildContext, **options: Any) -> AttentionTransfer:
+        return cls(options["at_p"])
+
     def __init__(self, p: float = 2.0):
         super().__init__()
         self.p = p
@@ -197,8 +246,7 @@ class AttentionTransfer(DistillLoss):
 
 
 def _pairwise_distances(e: Tensor, eps: float = 1e-12) -> Tensor:
-    sq = e.pow(2).sum(1)
-    d = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * e @ e.t()).clamp_min(eps).sqrt()
+    d = sq_distances(e, e).clamp_min(eps).sqrt()
     return d * (1 - torch.eye(len(e), device=e.device, dtype=e.dtype))
 
 
@@ -223,6 +271,10 @@ class RKDLoss(DistillLoss):
     ``w_D = 25, w_A = 50`` as in the paper. Acts on the embeddings (a
     ``Classifier``'s penultimate features), so the dimensions may differ.
     """
+
+    @classmethod
+    def build(cls, context: BuildContext, **options: Any) -> RKDLoss:
+        return cls(options["rkd_distance"], options["rkd_angle"])
 
     def __init__(self, distance_weight: float = 25.0, angle_weight: float = 50.0):
         super().__init__()
@@ -254,54 +306,12 @@ class RKDLoss(DistillLoss):
         return total
 
 
-class DKDLoss(DistillLoss):
-    """Decoupled knowledge distillation (Zhao et al., 2022, CVPR).
-
-    With ``b = [p_y, 1 - p_y]`` the binary target/non-target probabilities and
-    ``p_hat`` the softmax over the non-target classes only, both at temperature T:
-
-    .. math::
-        \\mathcal{L} = T^2 \\big( \\alpha\\, \\mathrm{KL}(b^T \\| b^S)
-            + \\beta\\, \\mathrm{KL}(\\hat p^T \\| \\hat p^S) \\big)
-
-    TCKD (the first term) carries the "difficulty" of each example, NCKD the
-    dark knowledge among wrong classes; classical KD couples NCKD with the
-    weight ``1 - p^T_y``. Defaults ``alpha = 1, beta = 8, T = 4`` as in the paper.
-    """
-
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0):
-        super().__init__()
-        if temperature <= 0:
-            raise TransferkitError(f"temperature must be positive, got {temperature}")
-        self.alpha, self.beta, self.temperature = alpha, beta, float(temperature)
-
-    def forward(self, student: Outputs, teacher: Outputs, y: Tensor | None) -> Tensor:
-        target = labels_or_teacher(y, teacher)
-        t = self.temperature
-        gt = F.one_hot(target, student.logits.shape[1]).to(student.logits.dtype)
-        ps = F.softmax(student.logits / t, dim=1)
-        pt = F.softmax(teacher.logits / t, dim=1)
-        ps_y, pt_y = (ps * gt).sum(1, keepdim=True), (pt * gt).sum(1, keepdim=True)
-        bs = torch.cat([ps_y, 1 - ps_y], 1).clamp_min(1e-12)
-        bt = torch.cat([pt_y, 1 - pt_y], 1).clamp_min(1e-12)
-        tckd = F.kl_div(bs.log(), bt, reduction="batchmean")
-        mask = 1000.0 * gt  # removes the target class from both softmaxes
-        nckd = F.kl_div(
-            F.log_softmax(student.logits / t - mask, dim=1), F.log_softmax(teacher.logits / t - mask, dim=1),
-            reduction="batchmean", log_target=True,
-        )
-        return (self.alpha * tckd + self.beta * nckd) * (t * t)
-
-
 # ------------------------------------------------------------------- registry
-LOSSES: dict[str, str] = {
-    "ce": "cross-entropy on hard labels (teacher arg-max without labels)",
-    "kd": "Hinton KD: T^2 KL of softened outputs, mixed with hard-label CE by alpha",
-    "fitnet": "FitNet hints: 1/2 MSE(regressor(guided layer), hint layer)",
-    "at": "attention transfer between (C, H, W) layer pairs",
-    "rkd": "relational KD: distance (25) and angle (50) Huber terms on embeddings",
-    "dkd": "decoupled KD: alpha TCKD + beta NCKD",
-}
+LOSSES.add("ce", "cross-entropy on hard labels (teacher arg-max without labels)", CrossEntropy)
+LOSSES.add("kd", "Hinton KD: T^2 KL of softened outputs, mixed with hard-label CE by alpha", KDLoss, KDConfig)
+LOSSES.add("fitnet", "FitNet hints: 1/2 MSE(regressor(guided layer), hint layer)", FitNetLoss)
+LOSSES.add("at", "attention transfer between (C, H, W) layer pairs", AttentionTransfer, ATConfig)
+LOSSES.add("rkd", "relational KD: distance (25) and angle (50) Huber terms on embeddings", RKDLoss, RKDConfig)
 
 
 def parse_losses(items: Sequence[str] | dict[str, float]) -> dict[str, float]:

@@ -1,7 +1,14 @@
 """The engine: one training loop, checkpoints, run folders, evaluation."""
 
 from .callbacks import Callback, ProgressBar
-from .evaluate import confusion_matrix, evaluate, metrics_from_logits, predict_logits
+from .evaluate import (
+    batched_forward,
+    confusion_counts,
+    confusion_matrix,
+    evaluate,
+    metrics_from_logits,
+    predict_logits,
+)
 from .loop import FitResult, TrainConfig, Trainer, epoch_generator
 from .method import Method, StepInfo, Supervised
 from .run import RunDir
@@ -18,6 +25,8 @@ __all__ = [
     "Supervised",
     "TrainConfig",
     "Trainer",
+    "batched_forward",
+    "confusion_counts",
     "confusion_matrix",
     "epoch_generator",
     "evaluate",

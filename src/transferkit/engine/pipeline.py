@@ -171,11 +171,12 @@ def summary(
     metrics: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The run summary every family writes (schema in docs/run-summary.md).
+    """The run summary every family writes (schema ``SUMMARY_SCHEMA``, documented in docs/run-summary.md).
 
-    ``metrics`` holds the headline numbers, each a flat ``name: value`` (``test_acc``,
-    ``target_test_acc``, ``val_acc``, ``episodes_acc`` ...); ``headline`` names the one a
-    report shows first. Family-specific details go in ``extra`` keys.
+    ``metrics`` holds the run's numbers, each a flat ``name: value`` (``test_acc``,
+    ``target_test_acc``, ``val_acc``, ...); ``headline`` (an ``extra`` key) names the one a
+    report shows first. ``val`` holds the validation metrics of the chosen epoch.
+    Family-specific details go in other ``extra`` keys.
     """
     out: dict[str, Any] = {"schema": SUMMARY_SCHEMA, "family": family, "method": method}
     if outcome is not None:
@@ -185,8 +186,10 @@ def summary(
         out["steps"] = outcome.trainer.global_step
         out["stopped_early"] = r.stopped_early
         out["wall_s"] = r.wall_s
-        if r.last.get("val"):
-            out["val"] = r.last["val"]
+        best = next((h for h in r.history if h.get("epoch") == r.best_epoch), r.last)
+        if best.get("val"):
+            out["val"] = best["val"]  # validation metrics of the chosen (best) epoch
     out["metrics"] = dict(metrics or {})
+    out["headline"] = None
     out.update(extra)
     return out

@@ -4,8 +4,8 @@ Importing this package also registers the ``omniglot`` dataset.
 """
 
 from ..data import omniglot as _omniglot  # noqa: F401  (registers the dataset)
+from ..engine.registry import import_submodules
 from .api import (
-    LEARNERS,
     TASK_MODES,
     MetaSpec,
     build_learner,
@@ -15,7 +15,7 @@ from .api import (
     uses_vmap,
 )
 from .episodes import Episode, EpisodeSampler, class_groups, rotate_batch, split_classes
-from .learner import MetaLearner, batch_stat_norm, use_batch_statistics
+from .learner import LEARNERS, MetaLearner, batch_stat_norm, use_batch_statistics
 from .maml import ANIL, MAML
 from .protonet import ProtoNet, prototypes, squared_distances
 from .reptile import Reptile
@@ -47,3 +47,5 @@ __all__ = [
     "use_batch_statistics",
     "uses_vmap",
 ]
+
+import_submodules(__name__)  # every learner file registers itself

@@ -11,29 +11,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from ..data.transforms import Augment
-from ..engine import RunDir, TrainConfig, Trainer
-from ..errors import TransferkitError, unknown_name
+from ..engine import RunDir, TrainConfig
+from ..engine.pipeline import BatchStream, Outcome, train
+from ..errors import TransferkitError
 from ..models import Classifier
+from ..options import as_dict, check, option
 from .episodes import Episode
-from .learner import MetaLearner
-from .maml import ANIL, MAML
+from .learner import LEARNERS, MetaLearner
 from .protonet import ProtoNet
-from .reptile import Reptile
-
-LEARNERS: dict[str, str] = {
-    "protonet": "Prototypical Networks (Snell et al. 2017): nearest class mean in embedding space",
-    "maml": "MAML (Finn et al. 2017), second order; --first-order for FOMAML",
-    "fomaml": "first-order MAML (Finn et al. 2017, Sec. 5.2)",
-    "anil": "ANIL (Raghu et al. 2020): MAML adapting only the head",
-    "reptile": "Reptile (Nichol et al. 2018): move theta towards task-adapted weights",
-}
-
 
 TASK_MODES: dict[str, str] = {
     "auto": "a Python loop for convolutional networks on CPU, vmap otherwise (the faster of the two, measured)",
@@ -69,55 +60,35 @@ def set_task_mode(learner: MetaLearner, tasks_as: str, device: torch.device) -> 
 
 @dataclass
 class MetaSpec:
-    """What to meta-learn and how: the learner, the task shape and the inner loop."""
+    """What to meta-learn and how: the learner, the task shape and the inner loop (each field is also an option)."""
 
-    method: str = "protonet"
-    ways: int = 5
-    shots: int = 1
-    queries: int = 15
-    meta_batch: int = 16
-    inner_steps: int = 1
-    inner_lr: float = 0.4
-    eval_inner_steps: int | None = None
-    first_order: bool = False
-    episodes_per_epoch: int = 100
-    val_episodes: int = 100
-    rotations: bool = False
-    loss: str = "ce"
-    tasks_as: str = "auto"
+    method: str = option("protonet", "Meta-learner (see `transferkit methods meta`).")
+    ways: int = option(5, "N: classes per episode.", min=1)
+    shots: int = option(1, "K: labelled support examples per class.", min=1)
+    queries: int = option(15, "Q: query examples per class.", min=1)
+    meta_batch: int = option(16, "Tasks per meta-step (vmapped together).", min=1)
+    inner_steps: int = option(1, "Inner-loop gradient steps while meta-training (MAML, ANIL, Reptile).", min=1)
+    inner_lr: float = option(0.4, "Inner-loop step size alpha.", min=0, min_open=True)
+    eval_inner_steps: int | None = option(None, "Inner steps at evaluation (default: --inner-steps).", min=1)
+    first_order: bool = option(False, "MAML/ANIL: drop second derivatives (FOMAML).")
+    episodes_per_epoch: int = option(100, "Meta-batches per epoch.", min=1)
+    val_episodes: int = option(100, "Validation episodes per epoch.", min=1)
+    rotations: bool = option(False, "Add 90/180/270-degree rotations of each class as new classes (Omniglot convention).")
+    loss: str = option("ce", "ce for few-shot classification, mse for regression (set from the data).", choices=("ce", "mse"), hidden=True)
+    tasks_as: str = option("auto", "How a meta-batch's tasks are computed.", choices=TASK_MODES)
 
     def validate(self) -> None:
-        if self.method not in LEARNERS:
-            raise unknown_name("meta-learning method", self.method, LEARNERS)
-        for name in ("ways", "shots", "meta_batch", "inner_steps", "episodes_per_epoch"):
-            if getattr(self, name) < 1:
-                raise TransferkitError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.queries < 1:
-            raise TransferkitError(f"queries must be at least 1, got {self.queries}")
-        if not self.inner_lr > 0:
-            raise TransferkitError(f"inner-lr must be positive, got {self.inner_lr}")
-        if self.tasks_as not in TASK_MODES:
-            raise unknown_name("tasks-as mode", self.tasks_as, TASK_MODES)
+        LEARNERS.entry(self.method)
+        check(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return as_dict(self)
 
 
 def build_learner(model: Classifier, spec: MetaSpec) -> MetaLearner:
-    """The learner named by ``spec.method`` around ``model``."""
+    """The learner registered as ``spec.method``, around ``model``."""
     spec.validate()
-    if spec.method == "protonet":
-        return ProtoNet(model, ways=spec.ways)
-    if spec.method in ("maml", "fomaml", "anil") and model.num_classes != spec.ways and spec.loss == "ce":
-        raise TransferkitError(
-            f"{spec.method} needs a head with one output per way: the model has {model.num_classes} outputs "
-            f"but tasks are {spec.ways}-way; build the model with num_classes={spec.ways}"
-        )
-    kw = {"inner_lr": spec.inner_lr, "inner_steps": spec.inner_steps, "eval_inner_steps": spec.eval_inner_steps, "loss": spec.loss, "ways": spec.ways}
-    if spec.method == "reptile":
-        return Reptile(model, **kw)
-    cls = ANIL if spec.method == "anil" else MAML
-    return cls(model, first_order=spec.first_order or spec.method == "fomaml", **kw)
+    return LEARNERS[spec.method].from_spec(model, spec)
 
 
 def meta_train(
@@ -132,12 +103,13 @@ def meta_train(
     callbacks: list[Any] | None = None,
     resume: bool = False,
     augment: Augment | None = None,
-) -> tuple[Trainer, Any]:
+) -> Outcome:
     """Meta-train through the engine: each step is one meta-batch of ``spec.meta_batch`` episodes.
 
     An epoch is ``spec.episodes_per_epoch`` meta-batches drawn from the epoch's generator (so
     resume is exact). With ``val_sampler``, the best checkpoint maximises the mean accuracy (or
-    minus the MSE) over ``spec.val_episodes`` fixed validation episodes; it is loaded back at the end.
+    minus the MSE) over ``spec.val_episodes`` fixed validation episodes; its weights are in the
+    learner's model at the end, with or without a run folder.
     ``spec.tasks_as`` picks vmap or a loop over the tasks of a meta-batch (:func:`uses_vmap`).
     ``augment`` (images only) transforms every support and query image of the training episodes
     independently, from the same generator; validation and test episodes are never augmented.
@@ -160,18 +132,13 @@ def meta_train(
     def score(method: Any, val: dict[str, Any]) -> float:
         return float(val["acc"]) if "acc" in val else -float(val["mse"])
 
-    trainer = Trainer(
-        learner, config, batches, spec.episodes_per_epoch,
+    return train(
+        learner, BatchStream(batches, spec.episodes_per_epoch), config,
         validate=validate if val_sampler is not None else None,
         score=score if val_sampler is not None else None,
         select_name="val_acc" if spec.loss == "ce" else "neg_val_mse",
-        run=run, device=device, verbose=verbose, callbacks=callbacks,
+        run=run, device=device, verbose=verbose, callbacks=callbacks, resume=resume,
     )
-    if resume:
-        trainer.resume()
-    result = trainer.fit()
-    trainer.load_best()
-    return trainer, result
 
 
 def _augment_tasks(augment: Augment, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from ..engine import Method, StepInfo
+from ..engine.registry import Registry
 from ..errors import TransferkitError
 from ..models import Classifier
 from .episodes import Episode
@@ -143,6 +144,11 @@ class MetaLearner(Method):
         self.ways = ways or model.num_classes
         self._bns = use_batch_statistics(model, lambda: self.double_backward)
 
+    @classmethod
+    def from_spec(cls, model: Classifier, spec: Any) -> MetaLearner:
+        """The learner around ``model`` with the task shape and inner loop of a :class:`~transferkit.meta.MetaSpec`."""
+        raise NotImplementedError
+
     @property
     def double_backward(self) -> bool:
         """Whether the meta-gradient differentiates through an inner gradient (second-order MAML)."""
@@ -250,3 +256,7 @@ def sgd_steps(loss_of: Any, fast: Params, lr: float, steps: int, first_order: bo
         g = torch.func.grad(loss_of)(fast)
         fast = {k: fast[k] - lr * (g[k].detach() if first_order else g[k]) for k in fast}
     return fast
+
+
+LEARNERS: Registry[type[MetaLearner]] = Registry("meta-learning method")
+"""Meta-learners by name; each registers itself in its own file and builds itself with ``from_spec``."""

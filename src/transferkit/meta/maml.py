@@ -22,14 +22,17 @@ ICLR 2020) adapts only the head: the inner loop updates ``head.weight`` and
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 from torch.nn import functional as F
 
 from ..errors import TransferkitError
 from ..models import Classifier
-from .learner import MetaLearner, Params, sgd_steps
+from .learner import LEARNERS, MetaLearner, Params, sgd_steps
 
 
+@LEARNERS.register("maml", "MAML (Finn et al. 2017), second order; --first-order for FOMAML")
 class MAML(MetaLearner):
     """MAML / first-order MAML: every parameter is adapted in the inner loop.
 
@@ -62,6 +65,16 @@ class MAML(MetaLearner):
         self.eval_inner_steps = eval_inner_steps or inner_steps
         self.first_order = first_order
 
+    @classmethod
+    def from_spec(cls, model: Classifier, spec: Any) -> MAML:
+        if spec.loss == "ce" and model.num_classes != spec.ways:
+            raise TransferkitError(
+                f"{spec.method} needs a head with one output per way: the model has {model.num_classes} outputs "
+                f"but tasks are {spec.ways}-way; build the model with num_classes={spec.ways}"
+            )
+        return cls(model, spec.inner_lr, spec.inner_steps, spec.eval_inner_steps,
+                   first_order=spec.first_order or spec.method == "fomaml", loss=spec.loss, ways=spec.ways)
+
     @property
     def double_backward(self) -> bool:
         return not self.first_order
@@ -80,6 +93,10 @@ class MAML(MetaLearner):
         return sgd_steps(inner, dict(params), self.inner_lr, self._steps(steps), self.first_order)
 
 
+LEARNERS.add("fomaml", "first-order MAML (Finn et al. 2017, Sec. 5.2)", MAML)
+
+
+@LEARNERS.register("anil", "ANIL (Raghu et al. 2020): MAML adapting only the head")
 class ANIL(MAML):
     """Almost No Inner Loop: MAML whose inner loop adapts only the linear head (features are reused)."""
 

@@ -19,7 +19,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..models import Classifier
-from .learner import MetaLearner, Params
+from ..ops import sq_distances
+from .learner import LEARNERS, MetaLearner, Params
 
 
 def prototypes(embeddings: Tensor, labels: Tensor, ways: int) -> Tensor:
@@ -30,9 +31,10 @@ def prototypes(embeddings: Tensor, labels: Tensor, ways: int) -> Tensor:
 
 def squared_distances(a: Tensor, b: Tensor) -> Tensor:
     """(n, m) squared Euclidean distances between rows of ``a`` (n, D) and ``b`` (m, D)."""
-    return ((a.unsqueeze(1) - b.unsqueeze(0)) ** 2).sum(-1)
+    return sq_distances(a, b)
 
 
+@LEARNERS.register("protonet", "Prototypical Networks (Snell et al. 2017): nearest class mean in embedding space")
 class ProtoNet(MetaLearner):
     """Prototypical Networks: logits are negative squared distances to class prototypes."""
 
@@ -40,6 +42,10 @@ class ProtoNet(MetaLearner):
 
     def __init__(self, model: Classifier, ways: int | None = None):
         super().__init__(model, "ce", ways)
+
+    @classmethod
+    def from_spec(cls, model: Classifier, spec: Any) -> ProtoNet:
+        return cls(model, ways=spec.ways)
 
     @property
     def double_backward(self) -> bool:

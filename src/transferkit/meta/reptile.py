@@ -30,10 +30,11 @@ from torch.func import vmap
 
 from ..engine import StepInfo
 from .episodes import Episode
-from .learner import Params, sgd_steps
+from .learner import LEARNERS, Params, sgd_steps
 from .maml import MAML
 
 
+@LEARNERS.register("reptile", "Reptile (Nichol et al. 2018): move theta towards task-adapted weights")
 class Reptile(MAML):
     """Reptile: first-order inner SGD; the meta-step pulls theta towards the adapted weights."""
 
@@ -41,6 +42,10 @@ class Reptile(MAML):
 
     def __init__(self, model: Any, inner_lr: float = 0.1, inner_steps: int = 5, eval_inner_steps: int | None = None, loss: str = "ce", ways: int | None = None):
         super().__init__(model, inner_lr, inner_steps, eval_inner_steps, first_order=True, loss=loss, ways=ways)
+
+    @classmethod
+    def from_spec(cls, model: Any, spec: Any) -> Reptile:
+        return cls(model, spec.inner_lr, spec.inner_steps, spec.eval_inner_steps, loss=spec.loss, ways=spec.ways)
 
     def adapt(self, support_x: Tensor, support_y: Tensor, params: Params | None = None, steps: int | None = None) -> Params:
         params = params if params is not None else self.params()
