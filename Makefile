@@ -25,7 +25,7 @@ test: install
 test-slow: install
 	$(PY) -m pytest -m slow
 
-# needs mypy in the venv (not yet in the dev extra)
+# static type check of the package (mypy from the dev extra; settings in pyproject.toml [tool.mypy]; CI runs it)
 typecheck: install
 	$(VENV)/bin/mypy src
 

@@ -99,7 +99,7 @@ def main() -> None:
         t0 = time.perf_counter()
         cache = TeacherCache.build(teacher, train.x)
         epoch_s["cache_build"].append(cache.seconds)
-        spec = DistillSpec(losses={"kd": 1.0}, temperature=args.temperature, alpha=args.alpha)
+        spec = DistillSpec(losses={"kd": 1.0}, options={"temperature": args.temperature, "alpha": args.alpha})
         _, fit = distill(teacher, student, train, None, spec, cfg_s, bs, cache=cache, verbose=False, callbacks=[])
         walls["student 800-800 distilled T=20"] += time.perf_counter() - t0
         epoch_s["kd_cached"] += [r["time_s"] for r in fit.history]
@@ -109,7 +109,7 @@ def main() -> None:
         # the same KD epoch with the teacher online (one epoch per seed, for the speed ratio only)
         online = create_model("mlp", 10, (1, 28, 28), hidden=(800, 800))
         online.load_state_dict(init)
-        spec_online = DistillSpec(losses={"kd": 1.0}, temperature=args.temperature, alpha=args.alpha, cache_teacher=False)
+        spec_online = DistillSpec(losses={"kd": 1.0}, options={"temperature": args.temperature, "alpha": args.alpha}, cache_teacher=False)
         _, fit = distill(teacher, online, train, None, spec_online, TrainConfig(epochs=1, lr=args.lr, seed=seed), bs,
                          verbose=False, callbacks=[])
         epoch_s["kd_online"] += [r["time_s"] for r in fit.history]

@@ -28,6 +28,7 @@ import click
 import yaml
 
 from .errors import TransferkitError
+from .options import bounds_text
 
 _MAX_SHOWN = 60
 
@@ -51,14 +52,7 @@ def show(value: Any) -> str:
 
 
 def _range_text(t: click.IntRange | click.FloatRange) -> str:
-    lo, hi = t.min, t.max
-    if lo is not None and hi is not None:
-        return f" in {'(' if t.min_open else '['}{lo}, {hi}{')' if t.max_open else ']'}"
-    if lo is not None:
-        return f" {'>' if t.min_open else '>='} {lo}"
-    if hi is not None:
-        return f" {'<' if t.max_open else '<='} {hi}"
-    return ""
+    return bounds_text({"min": t.min, "max": t.max, "min_open": t.min_open, "max_open": t.max_open})
 
 
 def allowed(param: click.Parameter) -> str:
@@ -222,7 +216,7 @@ def resolve_config(path: str | Path, params: list[click.Parameter], ctx: click.C
             raise TransferkitError(f"{source}: unknown key {show(key)}{hint} known keys: {', '.join(known)}")
         converted = convert_value(key, value, param, ctx, source)
         if converted is not None:
-            resolved[param.name] = converted  # type: ignore[index]
+            resolved[param.name] = converted
     return resolved
 
 

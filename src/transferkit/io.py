@@ -26,7 +26,7 @@ import yaml
 from .errors import TransferkitError
 
 
-def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
     """Call ``writer(tmp_path)`` then rename ``tmp_path`` onto ``path``.
 
     Raises a :class:`TransferkitError` (leaving any previous file intact) when

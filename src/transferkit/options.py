@@ -118,15 +118,16 @@ def describe(cls: Any, f: dataclasses.Field[Any]) -> str:
     elif typ is bool:
         text = "true or false"
     elif typ is int:
-        text = "an integer" + _bounds_text(m)
+        text = "an integer" + bounds_text(m)
     elif typ is float:
-        text = "a number" + _bounds_text(m)
+        text = "a number" + bounds_text(m)
     else:
         text = "a string"
     return f"a list of {text.removeprefix('a ').removeprefix('an ')}s" if seq and not m.get("choices") else text
 
 
-def _bounds_text(m: dict[str, Any]) -> str:
+def bounds_text(m: dict[str, Any]) -> str:
+    """`` in [lo, hi]``, `` >= lo``, `` < hi`` or nothing, for error messages."""
     lo, hi = m.get("min"), m.get("max")
     if lo is not None and hi is not None:
         return f" in {'(' if m['min_open'] else '['}{lo}, {hi}{')' if m['max_open'] else ']'}"

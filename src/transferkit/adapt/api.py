@@ -179,6 +179,7 @@ def adapt(
     g = torch.Generator().manual_seed(config.seed)
     tval_idx = torch.randperm(len(target), generator=g)[: spec.val_target_size]
     train_s, val_s = train_s.to(device), val_s.to(device)
+    ys_train = train_s.require_labels("adaptation")  # the source was checked to be labelled
     target_d = target.to(device)
     target_val_x = target_d.x[tval_idx.to(device)]
     test_d = target_test.to(device) if target_test is not None else None
@@ -188,6 +189,7 @@ def adapt(
 
     def validate(m: Any) -> dict[str, Any]:
         out = model_outputs(m.model, target_val_x, val_s)
+        assert out.source_correct is not None  # val_s: a non-empty split of the labelled source
         rec: dict[str, Any] = {"acc": float(out.source_correct.float().mean() * 100)}  # source-val accuracy
         for name in to_compute:
             rec[name] = VALIDATORS[name](out)
@@ -208,7 +210,7 @@ def adapt(
 
     def source_batch(idx: torch.Tensor, gen: torch.Generator) -> Any:
         x = train_s.x[idx]
-        return (aug(x, gen) if aug else x), train_s.y[idx]
+        return (aug(x, gen) if aug else x), ys_train[idx]
 
     source_stream = index_stream(len(train_s), bs, source_batch, device, drop_last=True)
 
@@ -220,7 +222,7 @@ def adapt(
 
     def fit(method: Any, stream: BatchStream, cfg: TrainConfig, folder: RunDir | None, again: bool) -> Outcome:
         return train(method, stream, cfg, validate=validate, score=score, select_name=select_name, run=folder,
-                     device=device, verbose=verbose, callbacks=callbacks, resume=again)
+                     device=device, verbose=verbose, callbacks=callbacks, resume=again, val_label="source-val acc")
 
     # ---------------------------------------------------------- stage 1: a chained run of the same pipeline
     source_history: list[dict[str, Any]] = []

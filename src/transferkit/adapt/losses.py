@@ -75,12 +75,12 @@ class CORALLoss(nn.Module):
 # ------------------------------------------------------------ adversarial parts
 class _ReverseGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, coeff: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, coeff: float) -> Tensor:
         ctx.coeff = coeff
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         return -ctx.coeff * grad, None
 
 
@@ -139,6 +139,9 @@ class MultilinearMap(nn.Module):
 
     Long, Cao, Wang, Jordan. "Conditional Adversarial Domain Adaptation." NeurIPS 2018.
     """
+
+    rf: Tensor  # buffers, registered only when randomized
+    rg: Tensor
 
     def __init__(self, feature_dim: int, num_classes: int, max_dim: int = 4096, random_dim: int = 1024):
         super().__init__()

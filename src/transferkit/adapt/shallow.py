@@ -12,6 +12,7 @@ They run on raw feature tables or on features of a trained network.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -240,7 +241,7 @@ def kmm_weights(Xs: Any, Xt: Any, gamma: float | None = None, B: float = 1000.0,
     return w / max(w.mean(), 1e-12)
 
 
-WEIGHTINGS = {"domain": domain_classifier_weights, "kmm": kmm_weights}
+WEIGHTINGS: dict[str, Callable[..., np.ndarray]] = {"domain": domain_classifier_weights, "kmm": kmm_weights}
 
 
 class ImportanceWeightedClassifier(BaseEstimator, ClassifierMixin):
@@ -317,10 +318,37 @@ SHALLOW_METHODS: dict[str, str] = {
 }
 
 
+CLASSIFIERS: dict[str, str] = {
+    "logreg": "multinomial logistic regression (max_iter 1000)",
+    "1nn": "1-nearest neighbour, as in the TCA and subspace-alignment papers",
+    "linear-svm": "linear support-vector machine, as in the CORAL paper",
+}
+
+
+def make_classifier(name: str) -> BaseEstimator:
+    """The sklearn classifier a shallow method fits on the aligned source features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import LinearSVC
+
+    if name not in CLASSIFIERS:
+        raise unknown_name("shallow classifier", name, CLASSIFIERS)
+    if name == "1nn":
+        return KNeighborsClassifier(n_neighbors=1)
+    if name == "linear-svm":
+        return LinearSVC(C=1.0, max_iter=5000)
+    return LogisticRegression(max_iter=1000)
+
+
 def create_shallow(name: str, n_components: int = 20, estimator: Any = None) -> BaseEstimator:
-    """A classifier ``fit(Xs, ys, Xt)`` / ``predict(Xt)`` for a shallow method name."""
+    """A classifier ``fit(Xs, ys, Xt)`` / ``predict(Xt)`` for a shallow method name.
+
+    ``estimator`` is an sklearn classifier or a name in :data:`CLASSIFIERS` (default: ``logreg``).
+    """
     if name not in SHALLOW_METHODS:
         raise unknown_name("shallow method", name, SHALLOW_METHODS)
+    if isinstance(estimator, str):
+        estimator = make_classifier(estimator)
     if name.startswith("iw-"):
         return ImportanceWeightedClassifier(estimator, name[3:])
     transformers: dict[str, DomainTransformer | None] = {

@@ -105,11 +105,11 @@ class MMDResult:
 def mmd_median(source: Tensor | np.ndarray, target: Tensor | np.ndarray, max_samples: int = 2000, seed: int = 0) -> MMDResult:
     """Gaussian-kernel MMD between the domains with the median-heuristic bandwidth (Gretton et al., 2012)."""
     rng = np.random.default_rng(seed)
-    s, t = _as_2d(source, "MMD"), _as_2d(target, "MMD")
-    if s.shape[1] != t.shape[1]:
-        raise TransferkitError(f"MMD: source has {s.shape[1]} features per sample, target {t.shape[1]}")
-    s = torch.from_numpy(_subsample(s, max_samples, rng))
-    t = torch.from_numpy(_subsample(t, max_samples, rng))
+    sa, ta = _as_2d(source, "MMD"), _as_2d(target, "MMD")
+    if sa.shape[1] != ta.shape[1]:
+        raise TransferkitError(f"MMD: source has {sa.shape[1]} features per sample, target {ta.shape[1]}")
+    s = torch.from_numpy(_subsample(sa, max_samples, rng))
+    t = torch.from_numpy(_subsample(ta, max_samples, rng))
     sigma2 = median_bandwidth(torch.cat([s, t]), seed=seed)
     v = mmd2_unbiased(s, t, sigma2)
     return MMDResult(mmd2=v, mmd=float(np.sqrt(max(v, 0.0))), sigma2=sigma2, n_per_domain=min(len(s), len(t)))

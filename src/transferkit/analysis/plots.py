@@ -12,7 +12,7 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -26,7 +26,10 @@ from matplotlib.lines import Line2D
 from ..io import atomic_write
 from .tsne import Embedding
 
-STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+STYLE: dict[RcKeyType, Any] = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
          "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.grid": True, "grid.alpha": 0.3}
 DOMAIN_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 CLASS_MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "p", "h"]
@@ -46,7 +49,8 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
 
 
 def _series(records: Sequence[dict[str, Any]], group: str, key: str) -> tuple[list[int], list[float]]:
-    xs, ys = [], []
+    xs: list[int] = []
+    ys: list[float] = []
     for r in records:
         v = (r.get(group) or {}).get(key)
         if isinstance(v, (int, float)) and math.isfinite(v):

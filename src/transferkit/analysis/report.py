@@ -149,7 +149,7 @@ def compare_runs(runs: Sequence[Run | str | Path]) -> list[dict[str, Any]]:
         if fm is None:
             continue
         groups.setdefault((method_of(r), task_of(r), fm[0]), []).append((r.name, fm[1]))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (method, task, metric), vals in groups.items():
         xs = [v for _, v in vals]
         rows.append({"method": method, "task": task, "metric": metric, "mean": statistics.fmean(xs),
@@ -210,7 +210,7 @@ def _confusion(run: Run, section: Section, device: str | torch.device, max_eval:
         y = data.require_labels("a confusion matrix")
         if len(data) > max_eval:
             data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:max_eval])
-            y = data.y
+            y = data.require_labels("a confusion matrix")
         if int(y.max()) >= model.num_classes:
             raise TransferkitError(f"{data.name} has labels up to {int(y.max())} but the model has {model.num_classes} classes")
         _, logits = forward_features(model, data.x)

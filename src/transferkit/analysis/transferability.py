@@ -17,6 +17,7 @@ H-score   features (N, D), target labels              Bao et al., ICIP 2019
 from __future__ import annotations
 
 import math
+from typing import Literal, overload
 
 import torch
 from torch import Tensor
@@ -51,6 +52,18 @@ def log_evidence(features: Tensor, y: Tensor, alpha: float, beta: float) -> floa
     n = f.shape[0]
     cov = torch.eye(n, dtype=torch.float64) / beta + f @ f.T / alpha
     return float(torch.distributions.MultivariateNormal(torch.zeros(n, dtype=torch.float64), cov).log_prob(y.double()))
+
+
+@overload
+def logme(
+    features: Tensor, labels: Tensor, max_iter: int = ..., tol: float = ..., return_params: Literal[False] = ...
+) -> float: ...
+
+
+@overload
+def logme(
+    features: Tensor, labels: Tensor, max_iter: int = ..., tol: float = ..., *, return_params: Literal[True]
+) -> tuple[float, Tensor, Tensor]: ...
 
 
 def logme(

@@ -18,11 +18,15 @@ from ..adapt import (
     create_shallow,
 )
 from ..adapt.api import prepare_domains
+from ..adapt.shallow import CLASSIFIERS
 from ..engine import resolve_device
+from ..engine.pipeline import summary as run_summary
 from ..errors import TransferkitError, unknown_name
 from ..options import from_mapping
 from .common import (
+    architecture_options,
     augment_from,
+    build_model,
     callbacks,
     config_option,
     data_options,
@@ -55,10 +59,13 @@ def _method_help() -> str:
 @click.option("--target-test", default=None, help="Labelled target data used only to report accuracy (never for selection unless --oracle).")
 @click.option("--model", "arch", default="auto", show_default=True, help="Architecture; auto = lenet for images, mlp for feature tables.")
 @click.option("--bottleneck-dim", type=click.IntRange(1), default=None, help="Add a bottleneck layer of this width before the head.")
+@architecture_options
 @click.option("--init", default=None, help="Use this trained source model (run folder or .safetensors) and skip source training.")
 @click.option("--features-from", default=None, help="Shallow methods: work on the features of this trained network (run folder or .safetensors).")
 @config_options(AdaptSpec, exclude=("method", "batch_size", "options"))
 @method_options(ADAPT_METHODS)
+@click.option("--classifier", type=click.Choice(list(CLASSIFIERS)), default="logreg", show_default=True,
+              help="Shallow: the classifier fitted on the aligned source features. " + "; ".join(f"{k}: {v}" for k, v in CLASSIFIERS.items()) + ".")
 @click.option("--n-components", type=click.IntRange(1), default=20, show_default=True, help="Shallow: dimension of the aligned subspace (sa, tca, pca).")
 @data_options
 @train_options
@@ -95,8 +102,6 @@ def _adapt(p: dict[str, Any]) -> None:
     if p["features_from"]:
         raise TransferkitError("--features-from is for shallow methods; to start a deep method from a trained source model use --init")
     source, target, test = prepare_domains(source, target, test, p["image_size"], channels, p["quiet"])
-    run = open_run(p, "adapt")
-    device = resolve_device(p["device"])
     source_model = None
     if p["init"]:
         from ..models import load_model
@@ -107,9 +112,11 @@ def _adapt(p: dict[str, Any]) -> None:
         test = fit_to_model(test, shape, True) if test is not None else None
     arch = p["arch"] if p["arch"] != "auto" else ("lenet" if source.is_image else "mlp")
     spec = _spec(p)
-    res = adapt(source, target, spec, train_config(p), arch, test, source_model, run, device,
-                verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"], bottleneck_dim=p["bottleneck_dim"],
-                augment=augment_from(p))
+    model = build_model(p, arch, source.num_classes, source.input_shape, source.classes) if source_model is None else arch
+    run = open_run(p, "adapt")
+    device = resolve_device(p["device"])
+    res = adapt(source, target, spec, train_config(p), model, test, source_model, run, device,
+                verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"], augment=augment_from(p))
     s = res.summary
     sel = s["selection"]
     epoch = "-" if sel["epoch"] is None else sel["epoch"] + 1
@@ -167,18 +174,28 @@ def _shallow(p: dict[str, Any], source: Any, target: Any, test: Any, channels: i
         def feats(d: Any) -> np.ndarray:
             return _as_table(d.x)
 
+    if p["method"].startswith("iw-"):  # refuse a classifier without sample_weight before a run folder exists
+        from sklearn.utils.validation import has_fit_parameter
+
+        from ..adapt.shallow import make_classifier
+
+        if not has_fit_parameter(make_classifier(p["classifier"]), "sample_weight"):
+            raise TransferkitError(f"--method {p['method']} weights source examples, but --classifier {p['classifier']} "
+                                   "does not accept sample_weight; use --classifier logreg or linear-svm")
     run = open_run(p, "adapt")
     xs, ys, xt = feats(source), source.y.numpy(), feats(target)
-    summary: dict[str, Any] = {"family": "adapt", "method": p["method"], "source": source.name, "target": target.name,
-                               "kind": "shallow", "features_from": p["features_from"],
-                               "selection": {"by": "none (no checkpoints)", "oracle": False}}
+    summary = run_summary("adapt", p["method"], None, source=source.name, target=target.name, kind="shallow",
+                          features_from=p["features_from"], classifier=p["classifier"],
+                          selection={"by": "none (no checkpoints)", "oracle": False, "epoch": None})
     rows = []
     for name in dict.fromkeys(["none", p["method"]]):
-        clf = create_shallow(name, p["n_components"]).fit(xs, ys, xt)
+        clf = create_shallow(name, p["n_components"], p["classifier"]).fit(xs, ys, xt)
         if test is not None:
             acc = float((clf.predict(feats(test)) == test.y.numpy()).mean() * 100)
             key = "source_only" if name == "none" else "target_test"
             summary[key] = {"acc": acc} if key == "target_test" else {"target_test_acc": acc}
+            summary["metrics"]["target_test_acc" if key == "target_test" else "source_only_target_test_acc"] = acc
+            summary["headline"] = "target_test_acc"
             rows.append({"model": "source-only (no adaptation)" if name == "none" else name, "target-test acc": f"{acc:.2f}"})
     run.write_summary(summary)
     if rows:

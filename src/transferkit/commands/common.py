@@ -86,6 +86,30 @@ run_options = compose(
 )
 
 
+architecture_options = compose(
+    click.option("--model-hidden", default=None, help="mlp: hidden widths, e.g. 512,256 (default 256,256)."),
+    click.option("--model-dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+                 help="lenet/dtn/mlp: dropout (default: the architecture's own)."),
+)
+
+
+def build_model(p: dict[str, Any], arch: str, num_classes: int, input_shape: Any, classes: list[str] | None = None) -> Any:
+    """A new model of ``arch`` with ``--bottleneck-dim``, ``--model-hidden`` and ``--model-dropout``."""
+    from ..distill.api import parse_hidden
+    from ..models import create_model
+
+    kw: dict[str, Any] = {}
+    if p.get("model_hidden"):
+        kw["hidden"] = parse_hidden(p["model_hidden"])
+    if p.get("model_dropout") is not None:
+        kw["dropout"] = p["model_dropout"]
+    try:
+        return create_model(arch, num_classes, input_shape, p.get("bottleneck_dim"), classes=classes, **kw)
+    except TypeError:
+        given = ", ".join(f"--model-{k}" for k in kw)
+        raise TransferkitError(f"--model {arch} does not take {given}; see `transferkit models`") from None
+
+
 def train_config(p: dict[str, Any]) -> TrainConfig:
     return from_mapping(TrainConfig, p)
 

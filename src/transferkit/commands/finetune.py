@@ -18,7 +18,9 @@ from ..io import write_json, write_predictions
 from ..models import BACKBONE_DOCS, create_model, load_init, load_model, parameter_count
 from ..options import from_mapping
 from .common import (
+    architecture_options,
     augment_from,
+    build_model,
     callbacks,
     compose,
     config_option,
@@ -66,6 +68,7 @@ def _finish(p: dict[str, Any], run: RunDir, outcome: Outcome, model: Any, test: 
         test = fit_to_model(test, model.spec["input_shape"], True)
         summary["test"] = evaluate(model, test.to(outcome.trainer.device))
         summary["metrics"]["test_acc"] = summary["test"]["acc"]
+        assert outcome.result.best_epoch is not None  # set by the first epoch (epochs >= 1)
         print(f"test accuracy {summary['test']['acc']:.2f}% on {test.name} (best epoch {outcome.result.best_epoch + 1})")
     summary["headline"] = "test_acc" if test is not None else "val_acc" if "val" in summary else None
     run.write_summary(summary)
@@ -93,6 +96,7 @@ model_options = compose(
 @config_option
 @click.option("--data", required=True, help="Labelled training data: a dataset name (mnist, usps:train, digits, ...), a folder, .npz or .csv.")
 @click.option("--model", "arch", default="lenet", show_default=True, help="Architecture (see `transferkit models`).")
+@architecture_options
 @model_options
 @split_options
 @data_options
@@ -112,7 +116,7 @@ def train_cmd(p: dict[str, Any]) -> None:
     data, val, test = _splits(p, p["quiet"])
     run = open_run(p, "train")
     device = resolve_device(p["device"])
-    model = create_model(p["arch"], data.num_classes, data.input_shape, p["bottleneck_dim"], classes=data.classes)
+    model = build_model(p, p["arch"], data.num_classes, data.input_shape, data.classes)
     outcome = finetune(
         model, data, val, spec, train_config(p), p["batch_size"], augment_from(p), run, device,
         verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"],

@@ -249,7 +249,7 @@ def few_shot_cmd(p: dict[str, Any]) -> None:
     spec = MetaSpec(**info["spec"])
     spec.ways = model.num_classes if spec.method != "protonet" else support.num_classes
     learner = build_learner(model, spec).to(device)
-    probs = few_shot_predict(learner, support.x.to(device), support.y.to(device), qx.to(device), p["inner_steps"]).cpu()
+    probs = few_shot_predict(learner, support.x.to(device), support.require_labels("few-shot").to(device), qx.to(device), p["inner_steps"]).cpu()
     write_predictions(out, names, probs, support.classes, name_column="file")
     counts = support.class_counts().tolist()
     print(echo_table([{"class": c, "support": n} for c, n in zip(support.classes, counts, strict=True)], ["class", "support"]))

@@ -11,8 +11,11 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import hashlib
+import json
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +74,7 @@ def read_idx(path: Path) -> np.ndarray:
         raw = path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise TransferkitError(f"{path} is not an idx file (bad magic number)")
-    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[raw[2]]
+    dtype = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[raw[2]]
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim)
@@ -205,7 +208,7 @@ def read_image(path: str | Path, mode: str | None = None, size: tuple[int, int] 
         changed = im.mode != mode or (im.height, im.width) != size
         im = im.convert(mode)
         if (im.height, im.width) != size:
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
+            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.float32) / 255.0
     return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)), changed
 
@@ -239,7 +242,8 @@ def load_images(
 
 
 def load_image_folder(
-    root: str | Path, image_size: int | None = None, channels: int | None = None, on_bad_file: str = "skip"
+    root: str | Path, image_size: int | None = None, channels: int | None = None, on_bad_file: str = "skip",
+    cache: bool = True,
 ) -> TensorData:
     """Images in ``root/<class>/<image>``; class names sorted alphabetically.
 
@@ -247,8 +251,66 @@ def load_image_folder(
     is ``"error"``. Images are resized to ``image_size`` (default: the first
     image's size) and converted to ``channels`` (default: grey if the first
     image is grey, else RGB); see :func:`read_image`.
+
+    With ``cache`` the decoded folder is kept in the cache folder (``$TRANSFERKIT_CACHE``,
+    ``folders/``) as 8-bit safetensors, keyed by the folder's path, every file's name, size and
+    modification time and the options: the next command reads it back exactly instead of
+    decoding every file again. ``TRANSFERKIT_NO_FOLDER_CACHE=1`` turns the cache off.
     """
     root = Path(root)
+    if not cache or os.environ.get("TRANSFERKIT_NO_FOLDER_CACHE") == "1":
+        return _decode_image_folder(root, image_size, channels, on_bad_file)
+    return _cached_image_folder(root, image_size, channels, on_bad_file)
+
+
+def _folder_key(root: Path, image_size: int | None, channels: int | None, on_bad_file: str) -> str:
+    """A digest of the folder's listing (names, sizes, modification times) and the decoding options."""
+    h = hashlib.sha256(f"{root.resolve()}|{image_size}|{channels}|{on_bad_file}|v1".encode())
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _cached_image_folder(root: Path, image_size: int | None, channels: int | None, on_bad_file: str) -> TensorData:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    from .download import cache_dir
+
+    if not root.is_dir():
+        return _decode_image_folder(root, image_size, channels, on_bad_file)  # says what is wrong
+    path = cache_dir() / "folders" / f"{_folder_key(root, image_size, channels, on_bad_file)}.safetensors"
+    if path.is_file():
+        try:
+            with safe_open_metadata(path) as meta:
+                classes = json.loads(meta["classes"])
+            t = load_file(str(path))
+            return TensorData(t["x"].float() / 255.0, t["y"], classes, root.name)
+        except (OSError, SafetensorError, KeyError, ValueError):
+            pass  # a damaged cache entry is decoded again and replaced
+    data = _decode_image_folder(root, image_size, channels, on_bad_file)
+    x8 = (data.x * 255.0).round().to(torch.uint8).contiguous()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file({"x": x8, "y": data.require_labels("the folder cache").contiguous()}, str(tmp), metadata={"classes": json.dumps(data.classes), "root": str(root)})
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only or full cache only costs speed
+        warnings.warn(f"could not cache the decoded folder {root} in {path.parent}: {exc.strerror or exc}", stacklevel=3)
+    return data
+
+
+@contextlib.contextmanager
+def safe_open_metadata(path: Path) -> Iterator[dict[str, str]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        yield f.metadata() or {}
+
+
+def _decode_image_folder(root: Path, image_size: int | None, channels: int | None, on_bad_file: str) -> TensorData:
+    """Decode every image of ``root/<class>/<image>`` (see :func:`load_image_folder`)."""
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise TransferkitError(f"{root} has no class folders; expected {root}/<class>/<image>")

@@ -240,7 +240,7 @@ class AttentionTransfer(DistillLoss):
                     "pick conv layers with --hint or use fitnet"
                 )
             if s.shape[2:] != t.shape[2:]:
-                s = F.adaptive_avg_pool2d(s, tuple(t.shape[2:]))
+                s = F.adaptive_avg_pool2d(s, (t.shape[2], t.shape[3]))
             total = total + (attention_map(s, self.p) - attention_map(t, self.p)).pow(2).mean()
         return total
 
@@ -319,13 +319,14 @@ def parse_losses(items: Sequence[str] | dict[str, float]) -> dict[str, float]:
     from ..errors import unknown_name
 
     pairs: dict[str, float] = {}
+    raw: list[tuple[str, str | float]]
     if isinstance(items, dict):
         raw = [(str(k), v) for k, v in items.items()]
     else:
         raw = []
         for item in items:
-            name, sep, w = str(item).partition("=")
-            raw.append((name.strip(), w if sep else 1.0))
+            name, sep, value = str(item).partition("=")
+            raw.append((name.strip(), value if sep else 1.0))
     for name, w in raw:
         if name not in LOSSES:
             raise unknown_name("distillation loss name", name, LOSSES)

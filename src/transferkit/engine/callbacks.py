@@ -39,7 +39,7 @@ class ProgressBar(Callback):
         if trainer.is_main and trainer.verbose:
             parts = [f"epoch {record['epoch'] + 1}/{trainer.config.epochs}", f"loss {record['train']['loss']:.4f}"]
             if "acc" in record.get("val", {}):
-                parts.append(f"val acc {record['val']['acc']:.2f}%")
+                parts.append(f"{getattr(trainer, 'val_label', 'val acc')} {record['val']['acc']:.2f}%")
             if "score" in record and trainer.select_name not in ("val_acc", "train_loss"):
                 parts.append(f"{trainer.select_name} {record['score']:.4f}")
             parts.append(f"{record['time_s']:.1f}s")

@@ -238,7 +238,7 @@ def broadcast_module(module: torch.nn.Module, parameters: bool = True, buffers: 
     if not is_active():
         return
     with torch.no_grad():
-        tensors = []
+        tensors: list[torch.Tensor] = []
         if parameters:
             tensors += list(module.parameters())
         if buffers:

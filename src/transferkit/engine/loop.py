@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -135,6 +135,8 @@ class Trainer:
             dimension 0); unused in a single process.
     """
 
+    val_label = "val acc"  # how per-epoch lines name val["acc"] (adaptation: "source-val acc")
+
     def __init__(
         self,
         method: Method,
@@ -229,7 +231,7 @@ class Trainer:
             batch, share = self.batch_split(batch, self.dist.rank, self.dist.world_size)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             losses = self.method.training_losses(batch, info)
-        total = sum(losses.values())
+        total = cast(torch.Tensor, sum(losses.values()))  # a method returns at least one loss
         reduced: torch.Tensor | None = None
         if self.dist.active:  # the global-batch losses, identical on every rank (so is the NaN check)
             values = torch.stack([total.detach().float(), *(v.detach().float() for v in losses.values())])

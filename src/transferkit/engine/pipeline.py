@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from ..data.tensors import index_batches
-from .callbacks import Callback
+from .callbacks import Callback, ProgressBar
 from .loop import BatchesFn, FitResult, ScoreFn, TrainConfig, Trainer, ValidateFn
 from .method import Method
 from .run import RunDir
@@ -128,14 +128,21 @@ def train(
     verbose: bool = True,
     callbacks: list[Callback] | None = None,
     resume: bool = False,
+    val_label: str = "val acc",
 ) -> Outcome:
-    """Fit ``method`` on ``stream`` and restore the best epoch's weights into ``method.model``."""
+    """Fit ``method`` on ``stream`` and restore the best epoch's weights into ``method.model``.
+
+    ``callbacks=None`` shows a progress bar (when ``verbose``); ``val_label`` names ``val["acc"]``
+    in the per-epoch lines (adaptation: the held-out *source* accuracy).
+    """
     config, stream = budget(config, stream)
     keep = KeepBest()
+    shown = ([ProgressBar()] if verbose else []) if callbacks is None else list(callbacks)
     trainer = Trainer(
         method, config, stream.batches, stream.steps_per_pass, validate=validate, score=score,
-        select_name=select_name, run=run, device=device, callbacks=[*(callbacks or []), keep], verbose=verbose,
+        select_name=select_name, run=run, device=device, callbacks=[*shown, keep], verbose=verbose,
     )
+    trainer.val_label = val_label
     total = trainer.steps_per_epoch * config.epochs
     if verbose and trainer.is_main and total < FEW_STEPS and config.steps is None:
         print(f"note: {total} optimizer steps in all ({config.epochs} epochs of {trainer.steps_per_epoch}); "

@@ -109,6 +109,7 @@ def finetune(
     apply_strategy(model, spec.strategy, spec.freeze, spec.trainable)
     model.to(device)
     train_d = train.to(device)
+    y_train = train_d.require_labels("fine-tuning")  # checked above; narrows the type
     val_d = val.to(device) if val is not None else None
     augment = augment if augment is not None and augment.active else None
     fit = partial(train_pipeline, config=config, run=run, device=device, verbose=verbose, callbacks=callbacks, resume=resume)
@@ -118,9 +119,10 @@ def finetune(
         z_val = frozen_features(model, val_d.x) if val_d is not None else None
 
         def probe_validate(m: Any) -> dict[str, Any]:
-            return metrics_from_logits(predict_logits(m.model.head, z_val), val_d.y, model.num_classes)
+            assert val_d is not None and z_val is not None  # passed to fit only with val
+            return metrics_from_logits(predict_logits(m.model.head, z_val), val_d.require_labels("validation"), model.num_classes)
 
-        stream = index_stream(len(z_train), batch_size, lambda idx, gen: (z_train[idx], train_d.y[idx]), device)
+        stream = index_stream(len(z_train), batch_size, lambda idx, gen: (z_train[idx], y_train[idx]), device)
         return fit(HeadOnly(model, spec.label_smoothing), stream, validate=probe_validate if val_d is not None else None)
 
     if spec.strategy == "linear-probe" and verbose:
@@ -148,7 +150,7 @@ def finetune(
         x = train_d.x[idx]
         if augment is not None:
             x = augment(x, gen)
-        b: dict[str, Any] = {"x": x, "y": train_d.y[idx], **{k: v[idx] for k, v in recorded.items()}}
+        b: dict[str, Any] = {"x": x, "y": y_train[idx], **{k: v[idx] for k, v in recorded.items()}}
         if source_d is not None:
             if src.get("gen") is not gen:  # a new epoch: a new endless source stream from its generator
                 src.update(gen=gen, it=endless(source_d, batch_size, gen))

@@ -13,7 +13,7 @@ on the shared backbone. ``Omega_r`` are the chosen regularizers
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -49,7 +49,7 @@ class FineTune(Method):
         feats, logits = self.model.forward_all(batch["x"])
         out = {"ce": F.cross_entropy(logits, batch["y"], label_smoothing=self.label_smoothing)}
         for name, reg in self.regularizers.items():
-            out[name] = reg.penalty(feats, batch)
+            out[name] = cast(Regularizer, reg).penalty(feats, batch)  # ModuleDict values are typed nn.Module
         if self.source_head is not None:
             xs, ys = batch["source"]
             out["source_ce"] = self.joint_weight * F.cross_entropy(self.source_head(self.model.features(xs)), ys)

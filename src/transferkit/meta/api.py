@@ -55,7 +55,7 @@ def set_task_mode(learner: MetaLearner, tasks_as: str, device: torch.device) -> 
     """
     learner.vectorise = uses_vmap(tasks_as, learner.model, device)
     if not learner.vectorise and device.type == "cpu":
-        learner.model.to(memory_format=torch.channels_last)
+        learner.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; torch's overloads omit it
 
 
 @dataclass

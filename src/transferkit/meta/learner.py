@@ -93,14 +93,17 @@ def use_batch_statistics(model: nn.Module, plain_ops: Callable[[], bool] = lambd
     double backward under vmap); otherwise the fused kernel, about twice as fast
     on CPU, for learners that never differentiate a gradient (ProtoNets, first order).
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
+    bns: list[nn.Module] = []
+    for m in model.modules():
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+            continue
+        bns.append(m)
         m.track_running_stats = False
 
-        def forward(x: Tensor, m: nn.Module = m) -> Tensor:
+        def forward(x: Tensor, m: nn.modules.batchnorm._BatchNorm = m) -> Tensor:
             return batch_stat_norm(x, m.weight, m.bias, m.eps, fused=not plain_ops())
 
-        m.forward = forward
+        m.forward = forward  # type: ignore[method-assign, assignment]  # instance-level override, on purpose
     return bns
 
 

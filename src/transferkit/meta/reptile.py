@@ -22,7 +22,7 @@ The inner loop trains on the support and query examples of the task together
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -71,7 +71,7 @@ class Reptile(MAML):
     def meta_loss(self, episode: Episode, vectorise: bool | None = None) -> Tensor:
         """The surrogate ``1/2 ||theta - sg(phi_bar)||^2`` (gradient: theta - phi_bar)."""
         target = self.adapted_mean(episode, vectorise)
-        return sum(0.5 * ((p - target[k]) ** 2).sum() for k, p in self.params().items())
+        return cast(Tensor, sum(0.5 * ((p - target[k]) ** 2).sum() for k, p in self.params().items()))
 
     def training_losses(self, batch: Any, info: StepInfo) -> dict[str, Tensor]:
         return {"reptile_surrogate": self.meta_loss(batch)}

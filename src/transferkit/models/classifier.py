@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -62,7 +62,7 @@ class Classifier(nn.Module):
     def from_backbone(cls, backbone: nn.Module, num_classes: int, out_features: int | None = None, **kw: Any) -> Classifier:
         """Wrap any user module that returns (N, D) features."""
         if out_features is not None:
-            backbone.out_features = out_features
+            cast(Any, backbone).out_features = out_features  # nn.Module.__setattr__ is typed for tensors/modules only
         return cls(backbone, num_classes, **kw)
 
     @property
