@@ -4,7 +4,7 @@ PY    := $(VENV)/bin/python
 # PyTorch is installed first, for your platform (a CPU build by default here).
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-slow typecheck lint clean
+.PHONY: install browser demo test test-slow typecheck lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,11 +18,16 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/transferkit demo --out runs/demo --overwrite
 
+# the report test renders in headless Chromium: install it first when it is missing (apt-get;
+# as root or with sudo), so `make test` passes on a fresh machine by itself
+browser:
+	@[ -x /usr/bin/chromium ] || .ci/install-browser.sh
+
 # the default suite skips tests marked slow; `make test-slow` runs only those (CI runs both)
-test: install
+test: install browser
 	$(PY) -m pytest -m "not slow"
 
-test-slow: install
+test-slow: install browser
 	$(PY) -m pytest -m slow
 
 # static type check of the package (mypy from the dev extra; settings in pyproject.toml [tool.mypy]; CI runs it)

@@ -129,8 +129,8 @@ def test_existing_run_folder_is_refused(capsys, source_run):
 
 
 def test_nan_loss_exits_cleanly(capsys, tmp_path):
-    x = np.random.default_rng(0).random((64, 8)).astype(np.float32)
-    x[:] = np.nan
+    # finite inputs (NaN inputs are refused when loading) so large that the network overflows
+    x = np.full((64, 8), 3e38, np.float32) * np.sign(np.random.default_rng(0).normal(size=(64, 8))).astype(np.float32)
     np.savez(tmp_path / "nan.npz", X=x, y=np.arange(64) % 2)
     rc, _, err = run(capsys, "train", "--data", str(tmp_path / "nan.npz"), "--model", "mlp", "--epochs", "2",
                      "--val-split", "0", "--quiet", "--run-dir", str(tmp_path / "r"))

@@ -99,6 +99,7 @@ def test_command_without_ddp_refuses_torchrun(monkeypatch, tmp_path, capsys):
 def test_nproc_preflight_refuses_existing_run_folder(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("a: 1\n")
+    (tmp_path / "run" / "metrics.jsonl").write_text("")  # a run that started (config.yaml alone is reused)
     rc = main(["train", "--data", "digits", "--epochs", "1", "--nproc", "2", "--run-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 2 and "already exists" in err and "launching" not in err
@@ -135,7 +136,7 @@ def test_two_processes_match_one_process_and_resume(tmp_path, monkeypatch, capsy
         assert abs(a["loss"] - b["loss"]) < LOSS_TOL, (single, multi)
         assert abs(a["val"] - b["val"]) < 1.0  # at most one of 144 validation examples flips
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "single", "src"]  # one folder per run
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl", "model.safetensors", "summary.json"]
     assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["best", "last"]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["epochs_run"] == 2

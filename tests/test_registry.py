@@ -165,3 +165,17 @@ def test_a_new_method_is_one_registration(tmp_path):
         parse(cmd, ["--sharpness", "0"])
     with pytest.raises(TransferkitError, match="sharpness must be a number > 0, got -1"):
         reg.create("toy", sharpness=-1.0)
+
+
+def test_rebuilt_command_line_keeps_inverted_flags_as_given():
+    """--nproc re-launches the command from its parsed options: a flag that sets False must round-trip."""
+    from transferkit.commands.common import _command_line
+
+    base = ["--method", "cdan", "--source", "digits", "--target", "digits:test", "--nproc", "2"]
+    for extra, present in (([], False), (["--cold-start", "--no-entropy-conditioning"], True)):
+        ctx = adapt_cmd.adapt_cmd.make_context("adapt", [*base, *extra])
+        with ctx:
+            args = _command_line(ctx)
+        assert ("--cold-start" in args) is present and ("--no-entropy-conditioning" in args) is present, args
+        again = parse(adapt_cmd.adapt_cmd, args[1:])
+        assert again["warm_start"] is (not present) and again["entropy_conditioning"] is (None if not present else False)

@@ -58,18 +58,24 @@ def run_demo(
     tgt_test = load_data("digits", "test", image_size=28)
     say(f"source: mnist5k ({len(src)} labelled images, 28x28)  target: sklearn digits 8x8 -> 28x28, "
         f"{labels_per_class} labels per class, tested on {len(tgt_test)} held-out images")
+    say(f"this trains 1 source model and {len(DEMO_METHODS)} target models per seed ({seeds} seeds): about 1-3 min "
+        "on 2 idle CPU cores, longer on a busy machine; progress follows", flush=True)
 
     seed_everything(0)
     source = create_model("lenet", 10, src.input_shape)
+    say(f"[source] training a LeNet on mnist5k for {source_epochs} epochs ...", flush=True)
     finetune(source, src, None, FinetuneSpec(), TrainConfig(epochs=source_epochs, seed=0), batch_size=64, verbose=False, callbacks=[])
     source_acc = evaluate(source, src_test)["acc"]
     zero_shot = evaluate(source, tgt_test)["acc"]
-    say(f"source model: {source_acc:.1f}% on mnist5k test; {zero_shot:.1f}% on the target without transfer")
+    say(f"[source] done in {time.perf_counter() - t0:.0f} s: {source_acc:.1f}% on mnist5k test; "
+        f"{zero_shot:.1f}% on the target without transfer", flush=True)
 
     cfg = TrainConfig(epochs=target_epochs, lr=1e-3)
     accs: dict[str, list[float]] = {name: [] for name in DEMO_METHODS}
+    t_seeds = time.perf_counter()
     for seed in range(seeds):
         labelled, _ = few_labels(tgt, labels_per_class, seed)
+        say(f"[seed {seed + 1}/{seeds}] fine-tuning {len(DEMO_METHODS)} models ({target_epochs} epochs each):", end="", flush=True)
         for name, spec in DEMO_METHODS.items():
             seed_everything(seed)
             if spec is None:
@@ -81,7 +87,10 @@ def run_demo(
             cfg.seed = seed
             finetune(model, labelled, None, spec_used, cfg, batch_size=32, verbose=False, callbacks=[])
             accs[name].append(evaluate(model, tgt_test)["acc"])
-        say(f"seed {seed}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in accs.items()))
+            say(f" {name} {accs[name][-1]:.1f}%" + (";" if name != list(DEMO_METHODS)[-1] else ""), end="", flush=True)
+        per_seed = (time.perf_counter() - t_seeds) / (seed + 1)
+        left = per_seed * (seeds - seed - 1)
+        say(f"  ({per_seed:.0f} s" + (f"; about {left:.0f} s left)" if left else ")"), flush=True)
     rows = []
     for name, vals in accs.items():
         std = statistics.stdev(vals) if len(vals) > 1 else 0.0

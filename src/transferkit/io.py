@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -58,8 +59,20 @@ def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def _finite_json(obj: Any) -> Any:
+    """``obj`` with NaN and infinite floats replaced by None (JSON has no NaN: strict parsers refuse it)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Strict JSON (``allow_nan=False``): a NaN or infinite float is written as ``null``."""
+    return write_text(path, json.dumps(_finite_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_predictions(
@@ -80,11 +93,16 @@ def write_predictions(
     return write_text(path, buf.getvalue())
 
 
+def json_line(obj: Any) -> str:
+    """One line of strict JSON (NaN and infinities become null)."""
+    return json.dumps(_finite_json(obj), allow_nan=False)
+
+
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON line and flush it to disk (a torn last line is skipped on read)."""
     try:
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json_line(record) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:

@@ -39,6 +39,21 @@ from .methods import ADAPT_METHODS, SourceOnly, create_method
 from .schedules import SCHEDULE_KINDS, WeightSchedule
 from .validators import VALIDATOR_DOCS, VALIDATORS, check_validator, model_outputs
 
+_LABELS_IGNORED_SAID: set[str] = set()
+
+
+def _says_labels_ignored(name: str) -> bool:
+    """Warn once per process and target, and not for a named benchmark dataset (``--target digits``):
+    its labels are known to be there and ignoring them is the protocol, not a mistake."""
+    from ..data import DATASETS
+
+    named = ":" in name and name.split(":", 1)[0] in DATASETS  # a dataset's name has its split; a file's has none
+    if named or name in _LABELS_IGNORED_SAID:
+        return False
+    _LABELS_IGNORED_SAID.add(name)
+    return True
+
+
 CHEAP_VALIDATORS = ("im", "entropy", "snd", "source-acc")
 
 
@@ -108,9 +123,10 @@ def prepare_domains(
                 f"source {source.name} has {source.num_classes} classes but target {target.name} has "
                 f"{target.num_classes}; both domains must share one label set"
             )
-        msg = (f"labels found in target {target.name} are ignored (unsupervised adaptation); "
-               "pass labelled target data as --target-test to measure accuracy")
-        warnings.warn(msg, UserWarning, stacklevel=2)
+        if _says_labels_ignored(target.name):
+            msg = (f"labels found in target {target.name} are ignored (unsupervised adaptation); "
+                   "pass labelled target data as --target-test to measure accuracy")
+            warnings.warn(msg, UserWarning, stacklevel=2)
         target = target.unlabeled()
     if target_test is not None:
         target_test.require_labels("--target-test (it measures accuracy)")
@@ -231,6 +247,8 @@ def adapt(
         from ..models import load_model
 
         source_model = load_model(source_path)
+    if run is not None:
+        run.start()  # the adaptation run starts here (stage 1 writes into it)
     if source_model is None:
         if isinstance(model, str):
             model = create_model(model, source.num_classes, source.input_shape, bottleneck_dim, classes=source.classes)

@@ -2,7 +2,7 @@
 
 >>> from transferkit.analysis import write_report, compare_runs
 >>> write_report(["runs/a", "runs/b"], "report.html")           # report.html + report.md + report_assets/
->>> compare_runs(["runs/a", "runs/b"])                           # mean and std per (method, task)
+>>> compare_runs(["runs/a", "runs/b"])                           # mean and std per configuration
 
 A run folder holds ``config.yaml`` (required), ``metrics.jsonl``,
 ``summary.json`` and ``checkpoints/``; an adaptation run also holds
@@ -141,21 +141,48 @@ def final_metric(run: Run) -> tuple[str, float] | None:
     return None
 
 
+# config keys that do not make two runs different configurations (seeds, where output goes, how it ran)
+NOT_CONFIGURATION = frozenset({
+    "seed", "split_seed", "run_dir", "resume", "overwrite", "config", "quiet", "device", "nproc", "output",
+    "data_dir", "deterministic", "no_latency", "on_bad_file", "export_formats", "export_tolerance", "test_episodes",
+})
+
+
+def configuration_of(run: Run) -> dict[str, str]:
+    """The resolved config.yaml without seeds, paths of outputs and run-time switches: runs with the
+    same configuration are repeats (seeds) of one experiment."""
+    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in run.config.items() if k not in NOT_CONFIGURATION}
+
+
 def compare_runs(runs: Sequence[Run | str | Path]) -> list[dict[str, Any]]:
-    """One row per (method, task, metric): mean, std (sample, 0 for one run), n and the run names."""
-    groups: dict[tuple[str, str, str], list[tuple[str, float]]] = {}
+    """One row per configuration (method, task, metric and the other options): mean, std (sample,
+    0 for one run), n and the run names. Only runs that differ in seed alone are averaged; rows of
+    the same method and task say what else differs (e.g. ``train [arch=resnet8]``)."""
+    groups: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], list[tuple[str, float]]] = {}
     for r in map(_as_run, runs):
         fm = final_metric(r)
         if fm is None:
             continue
-        groups.setdefault((method_of(r), task_of(r), fm[0]), []).append((r.name, fm[1]))
+        conf = tuple(sorted(configuration_of(r).items()))
+        groups.setdefault((method_of(r), task_of(r), fm[0], conf), []).append((r.name, fm[1]))
     rows: list[dict[str, Any]] = []
-    for (method, task, metric), vals in groups.items():
+    for (method, task, metric, conf), vals in groups.items():
+        siblings = [dict(c) for (m, t, k, c) in groups if (m, t, k) == (method, task, metric)]
+        mine = dict(conf)
+        differ = sorted({key for other in siblings for key in set(other) | set(mine) if other.get(key) != mine.get(key)})
+        label = method + (" [" + ", ".join(f"{k}={_shown(mine.get(k))}" for k in differ) + "]" if differ else "")
         xs = [v for _, v in vals]
-        rows.append({"method": method, "task": task, "metric": metric, "mean": statistics.fmean(xs),
+        rows.append({"method": label, "task": task, "metric": metric, "mean": statistics.fmean(xs),
                      "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs), "runs": [n for n, _ in vals]})
     rows.sort(key=lambda r: (r["task"], -r["mean"]))
     return rows
+
+
+def _shown(value: str | None) -> str:
+    if value is None:
+        return "-"
+    v = json.loads(value)
+    return ",".join(map(str, v)) if isinstance(v, list) else str(v)
 
 
 def comparison_markdown(rows: Sequence[dict[str, Any]]) -> str:

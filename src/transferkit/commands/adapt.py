@@ -19,6 +19,7 @@ from ..adapt import (
 )
 from ..adapt.api import prepare_domains
 from ..adapt.shallow import CLASSIFIERS
+from ..data import check_classes
 from ..engine import resolve_device
 from ..engine.pipeline import summary as run_summary
 from ..errors import TransferkitError, unknown_name
@@ -94,6 +95,7 @@ def _adapt(p: dict[str, Any]) -> None:
     start(p)
     channels = int(p["channels"]) if p.get("channels") else None
     source = load(p["source"], {**p, "image_size": None, "channels": None})
+    check_classes(source, f"adaptation (the labelled source {p['source']} trains the classifier)")
     target = load(p["target"], {**p, "image_size": None, "channels": None})
     test = load(p["target_test"], {**p, "image_size": None, "channels": None}, split="test") if p["target_test"] else None
     if method in SHALLOW_METHODS:
@@ -107,13 +109,14 @@ def _adapt(p: dict[str, Any]) -> None:
         from ..models import load_model
 
         source_model = load_model(_model_path(p["init"]))
-        shape = source_model.spec["input_shape"]
-        source, target = fit_to_model(source, shape, p["quiet"]), fit_to_model(target, shape, True)
-        test = fit_to_model(test, shape, True) if test is not None else None
+        shape, prep = source_model.spec["input_shape"], source_model.spec.get("preprocess")
+        source, target = fit_to_model(source, shape, p["quiet"], prep), fit_to_model(target, shape, True, prep)
+        test = fit_to_model(test, shape, True, prep) if test is not None else None
     arch = p["arch"] if p["arch"] != "auto" else ("lenet" if source.is_image else "mlp")
     spec = _spec(p)
-    model = build_model(p, arch, source.num_classes, source.input_shape, source.classes) if source_model is None else arch
-    run = open_run(p, "adapt")
+    model = (build_model(p, arch, source.num_classes, source.input_shape, source.classes, source.preprocess)
+             if source_model is None else arch)
+    run = open_run(p, "adapt", model if source_model is None else None)
     device = resolve_device(p["device"])
     res = adapt(source, target, spec, train_config(p), model, test, source_model, run, device,
                 verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"], augment=augment_from(p))
@@ -160,11 +163,11 @@ def _shallow(p: dict[str, Any], source: Any, target: Any, test: Any, channels: i
         from ..models import load_model
 
         net = load_model(_model_path(p["features_from"]))
-        shape = net.spec["input_shape"]
+        shape, prep = net.spec["input_shape"], net.spec.get("preprocess")
         source, target, test = prepare_domains(source, target, test, shape[-1] if len(shape) == 3 else None,
                                                shape[0] if len(shape) == 3 else None, p["quiet"])
-        source, target = fit_to_model(source, shape, True), fit_to_model(target, shape, True)
-        test = fit_to_model(test, shape, True) if test is not None else None
+        source, target = fit_to_model(source, shape, True, prep), fit_to_model(target, shape, True, prep)
+        test = fit_to_model(test, shape, True, prep) if test is not None else None
 
         def feats(d: Any) -> np.ndarray:
             return _as_table(frozen_features(net, d.x))

@@ -18,6 +18,7 @@ from ..analysis import (
     tsne_embed,
     write_report,
 )
+from ..analysis.domain_gap import check_sample_count
 from ..analysis.rank import fit_input
 from ..data import few_labels, pair_shapes
 from ..engine import resolve_device
@@ -102,6 +103,7 @@ def gap_cmd(p: dict[str, Any]) -> None:
     plot = guard_output(p["plot"], p["overwrite"]) if p["tsne_points"] > 0 else None
     out = guard_output(p["output"], p["overwrite"]) if p["output"] else None
     src, tgt = load(p["source"], p, split=p["split"]), load(p["target"], p, split=p["split"])
+    check_sample_count(len(src), len(tgt), f"gap ({src.name}: {len(src)}, {tgt.name}: {len(tgt)})")
     device = resolve_device(p["device"])
     space = "inputs"
     if p["features_from"]:

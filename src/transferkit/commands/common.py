@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,10 @@ architecture_options = compose(
 )
 
 
-def build_model(p: dict[str, Any], arch: str, num_classes: int, input_shape: Any, classes: list[str] | None = None) -> Any:
+def build_model(
+    p: dict[str, Any], arch: str, num_classes: int, input_shape: Any, classes: list[str] | None = None,
+    preprocess: dict[str, Any] | None = None,
+) -> Any:
     """A new model of ``arch`` with ``--bottleneck-dim``, ``--model-hidden`` and ``--model-dropout``."""
     from ..distill.api import parse_hidden
     from ..models import create_model
@@ -104,10 +108,13 @@ def build_model(p: dict[str, Any], arch: str, num_classes: int, input_shape: Any
     if p.get("model_dropout") is not None:
         kw["dropout"] = p["model_dropout"]
     try:
-        return create_model(arch, num_classes, input_shape, p.get("bottleneck_dim"), classes=classes, **kw)
+        model = create_model(arch, num_classes, input_shape, p.get("bottleneck_dim"), classes=classes, **kw)
     except TypeError:
         given = ", ".join(f"--model-{k}" for k in kw)
         raise TransferkitError(f"--model {arch} does not take {given}; see `transferkit models`") from None
+    if preprocess:
+        model.spec["preprocess"] = dict(preprocess)  # saved with the model, applied to every later input
+    return model
 
 
 def train_config(p: dict[str, Any]) -> TrainConfig:
@@ -129,8 +136,21 @@ def load(spec: str, p: dict[str, Any], split: str = "train") -> TensorData:
     return load_data(spec, split, p.get("data_dir"), p.get("image_size"), channels, p.get("on_bad_file", "skip"))
 
 
-def fit_to_model(data: TensorData, input_shape: list[int] | tuple[int, ...], quiet: bool = False) -> TensorData:
-    """Resize/convert images to a model's input shape, saying so; refuse what cannot fit."""
+def fit_to_model(
+    data: TensorData, input_shape: list[int] | tuple[int, ...], quiet: bool = False, preprocess: dict[str, Any] | None = None
+) -> TensorData:
+    """Bring data to what a model was trained on, saying so; refuse what cannot fit.
+
+    ``preprocess`` is the model's ``spec["preprocess"]``: the pixel transform its training data
+    had (``invert``: ink is 1, as the Omniglot loader makes it). Data whose loader did not do the
+    same (a user's folder of the same PNG files) gets it here, so a prediction never silently uses
+    other preprocessing than training. Then images are resized/converted to ``input_shape``.
+    """
+    want = bool((preprocess or {}).get("invert", False))
+    if data.is_image and want != bool(data.preprocess.get("invert", False)):
+        if not quiet:
+            print(f"note: {data.name} inverted (1 - x) as the model's training images were", file=sys.stderr)
+        data = replace(data, x=1.0 - data.x, preprocess={**data.preprocess, "invert": want})
     shape = tuple(int(s) for s in input_shape)
     if data.input_shape == shape:
         return data
@@ -141,15 +161,53 @@ def fit_to_model(data: TensorData, input_shape: list[int] | tuple[int, ...], qui
     raise TransferkitError(f"{data.name} has inputs of shape {tuple(data.input_shape)} but the model expects {shape}")
 
 
-def open_run(p: dict[str, Any], command: str) -> RunDir:
+def open_run(p: dict[str, Any], command: str, model: Any = None, num_classes: int | None = None) -> RunDir:
+    """The run folder, checked; nothing is written until training starts (:meth:`RunDir.start`).
+
+    With ``--resume`` and the ``model`` about to be trained, the checkpoint's architecture is
+    compared with it first, so a mismatch is one line and the run's config.yaml stays as it was
+    (``num_classes``: the class count the model will have when trained, if its head is replaced).
+    """
     run_dir = p.get("run_dir") or f"runs/{command}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = ddp.broadcast_object(run_dir)  # every rank uses rank 0's (time-stamped) name
     p["run_dir"] = run_dir
-    run = ddp.open_run_dir(run_dir, resume=p.get("resume", False), overwrite=p.get("overwrite", False))
+    run = ddp.open_run_dir(run_dir, resume=p.get("resume", False), overwrite=p.get("overwrite", False), defer=True)
+    if p.get("resume") and model is not None:
+        check_resume_fits(run.path, model, num_classes)
     saved = {k: v for k, v in p.items() if k not in ("resume", "overwrite", "config")}
     saved["command"] = command
-    run.save_config(saved)
+    run.save_config(saved)  # kept until the run starts
     return run
+
+
+def check_resume_fits(path: Path, model: Any, num_classes: int | None = None) -> None:
+    """Refuse ``--resume`` of a run whose checkpoint holds another architecture, naming what differs."""
+    from ..engine.state import checkpoint_folder
+    from ..models import read_checkpoint
+
+    folder = checkpoint_folder(Path(path) / "checkpoints" / "last")
+    spec = getattr(model, "spec", None)
+    if folder is None or not isinstance(spec, dict) or not (folder / "model.safetensors").is_file():
+        return
+    try:
+        _, info = read_checkpoint(folder / "model.safetensors")
+    except TransferkitError:
+        return  # an unreadable checkpoint is reported when it is loaded
+    saved = (info or {}).get("spec") or {}
+    if num_classes is not None:
+        spec = {**spec, "num_classes": num_classes}
+    keys = ("arch", "num_classes", "input_shape", "bottleneck_dim", "kwargs")
+    differ = [k for k in keys if k in saved and k in spec and _plain(saved[k]) != _plain(spec[k])]
+    if differ:
+        what = ", ".join(f"{k} {_plain(saved[k])} in the checkpoint vs {_plain(spec[k])} now" for k in differ)
+        raise TransferkitError(
+            f"cannot resume {path}: its checkpoint is another model ({what}); "
+            "resume with the run's own options (see its config.yaml) or start a new --run-dir"
+        )
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
 
 
 def start(p: dict[str, Any]) -> None:
@@ -196,7 +254,7 @@ def _command_line(ctx: click.Context, skip: tuple[str, ...] = ("config", "nproc"
             continue
         long = max(param.opts, key=len)
         if param.is_flag:
-            if value:
+            if value == param.flag_value:  # the flag was given (--cold-start sets False: its flag_value)
                 args.append(long)
             elif param.secondary_opts and param.default:
                 args.append(max(param.secondary_opts, key=len))
@@ -212,16 +270,7 @@ def _preflight_run_dir(p: dict[str, Any]) -> None:
     """Refuse an unusable run folder before starting N processes (each would say so)."""
     if not p.get("run_dir"):
         return
-    path = Path(p["run_dir"])
-    if p.get("resume") and p.get("overwrite"):
-        raise TransferkitError("--resume and --overwrite contradict each other; choose one")
-    if path.exists() and any(path.iterdir()) and not (p.get("resume") or p.get("overwrite")):
-        raise TransferkitError(
-            f"run folder {path} already exists; pass --resume to continue it, --overwrite to replace it, "
-            "or choose another --run-dir"
-        )
-    if p.get("resume") and not (path / "checkpoints").is_dir():
-        raise TransferkitError(f"cannot resume: {path} has no checkpoints; start it without --resume")
+    RunDir(p["run_dir"], resume=bool(p.get("resume")), overwrite=bool(p.get("overwrite")), is_main=False, defer=True)
 
 
 def launch(ctx: click.Context, p: dict[str, Any]) -> None:

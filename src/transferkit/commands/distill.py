@@ -8,11 +8,12 @@ from typing import Any
 
 import click
 
-from ..data import TensorData, random_split
+from ..data import TensorData, check_labels, random_split
 from ..distill import (
     FORMATS,
     LOSSES,
     DistillSpec,
+    check_classes_agree,
     compare,
     distill,
     export_model,
@@ -54,21 +55,21 @@ def _spec(p: dict[str, Any]) -> DistillSpec:
     return spec
 
 
-def _data(p: dict[str, Any], shape: list[int]) -> tuple[TensorData, TensorData | None, TensorData | None]:
+def _data(p: dict[str, Any], shape: list[int], prep: dict[str, Any] | None = None) -> tuple[TensorData, TensorData | None, TensorData | None]:
     """Training set (labelled --data or unlabelled --transfer-data), validation and test sets."""
     if not p.get("data") and not p.get("transfer_data"):
         raise TransferkitError("give the training inputs: --data (labelled) or --transfer-data (unlabelled, teacher labels only)")
     if p.get("data") and p.get("transfer_data"):
         raise TransferkitError("give either --data (labelled) or --transfer-data (unlabelled), not both")
-    val = fit_to_model(load(p["val_data"], p), shape, True) if p.get("val_data") else None
+    val = fit_to_model(load(p["val_data"], p), shape, True, prep) if p.get("val_data") else None
     if p.get("transfer_data"):
-        train = fit_to_model(load(p["transfer_data"], p), shape, p["quiet"]).unlabeled()
+        train = fit_to_model(load(p["transfer_data"], p), shape, p["quiet"], prep).unlabeled()
     else:
-        train = fit_to_model(load(p["data"], p), shape, p["quiet"])
+        train = fit_to_model(load(p["data"], p), shape, p["quiet"], prep)
         train.require_labels(f"distilling on --data {p['data']} (use --transfer-data for unlabelled inputs)")
         if val is None and p["val_split"] > 0:
             train, val = random_split(train, p["val_split"], p["seed"])
-    test = fit_to_model(load(p["test_data"], p, split="test"), shape, True) if p.get("test_data") else None
+    test = fit_to_model(load(p["test_data"], p, split="test"), shape, True, prep) if p.get("test_data") else None
     return train, val, test
 
 
@@ -109,7 +110,7 @@ def distill_cmd(p: dict[str, Any]) -> None:
     probe = load(p["data"] or p["transfer_data"], p) if p.get("teacher_model") and (p.get("data") or p.get("transfer_data")) else None
     teacher = load_teacher(p["teacher"], p.get("teacher_model"), probe)
     shape = teacher.spec["input_shape"]
-    train, val, test = _data(p, shape)
+    train, val, test = _data(p, shape, teacher.spec.get("preprocess"))
     kw: dict[str, Any] = {}
     if p.get("student_hidden"):
         kw["hidden"] = parse_hidden(p["student_hidden"])
@@ -119,7 +120,12 @@ def distill_cmd(p: dict[str, Any]) -> None:
         student = make_student(p["student"], teacher, **kw)
     except TypeError as exc:
         raise TransferkitError(f"--student {p['student']} does not take these options: {exc}") from None
-    run = open_run(p, "distill")
+    if test is not None:  # checked before training, not after it
+        test.require_labels(f"--test-data {test.name}")
+        check_labels(test, teacher.num_classes, "give test data with the teacher's classes")
+    check_classes_agree(teacher, student, train)  # before any run folder exists
+    check_classes_agree(teacher, student, val)
+    run = open_run(p, "distill", student)
     outcome = distill(
         teacher, student, train, val, spec, train_config(p), p["batch_size"], augment_from(p), run, device,
         verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"],
@@ -178,7 +184,7 @@ def export_cmd(p: dict[str, Any]) -> None:
     """
     out = guard_output(p["output"], p["overwrite"])
     model = load_model(p["model_from"])
-    data = fit_to_model(load(p["data"], p, split="test"), model.spec["input_shape"], True)
+    data = fit_to_model(load(p["data"], p, split="test"), model.spec["input_shape"], True, model.spec.get("preprocess"))
     check = export_model(model, data.x, out, p["fmt"], p["tolerance"])
     print(check.line())
     print(f"check saved to {out.with_name(out.name + '.check.json')}", file=sys.stderr)

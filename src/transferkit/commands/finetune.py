@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 import torch
 
-from ..data import DATASETS, TensorData, check_labels, few_labels, random_split
+from ..data import DATASETS, TensorData, check_classes, check_labels, few_labels, random_split
 from ..engine import RunDir, evaluate, predict_logits, resolve_device
 from ..engine.pipeline import Outcome
 from ..engine.pipeline import summary as run_summary
@@ -49,14 +50,68 @@ split_options = compose(
 def _splits(p: dict[str, Any], quiet: bool) -> tuple[TensorData, TensorData | None, TensorData | None]:
     data = load(p["data"], p)
     data.require_labels(f"training on {p['data']}")
+    check_classes(data, f"training a classifier on {p['data']}")
     val = load(p["val_data"], p) if p.get("val_data") else None
     if p.get("labels_per_class"):
         # the unused examples are no validation set: their labels are ones we pretend not to have
         data, _ = few_labels(data, p["labels_per_class"], p["seed"])
+        if val is None and p["val_split"] > 0 and _given(p, "val_split"):
+            data, val = _split_per_class(data, p["val_split"], p["seed"], p["labels_per_class"])
+            if not quiet:
+                print(f"note: --val-split {p['val_split']:g} holds out {_held(p)} of the {p['labels_per_class']} labelled "
+                      "examples per class for validation (the other examples of --data stay unlabelled)", file=sys.stderr)
+        elif val is None and not quiet:
+            print(f"note: --labels-per-class {p['labels_per_class']} has no validation set (the other examples' labels are "
+                  "ones we pretend not to have, so --val-split does not use them): the checkpoint is chosen by training "
+                  "loss; pass --val-data, or --val-split explicitly to hold out part of the labelled examples", file=sys.stderr)
     elif val is None and p["val_split"] > 0:
         data, val = random_split(data, p["val_split"], p["seed"])
     test = load(p["test_data"], p, split="test") if p.get("test_data") else None
     return data, val, test
+
+
+def _given(p: dict[str, Any], name: str) -> bool:
+    """Whether an option was set by the user (command line or --config), not left at its default."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or name not in ctx.params:
+        return False
+    return ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+
+
+def _held(p: dict[str, Any]) -> int:
+    return min(p["labels_per_class"] - 1, max(1, round(p["labels_per_class"] * p["val_split"])))
+
+
+def _split_per_class(data: TensorData, fraction: float, seed: int, per_class: int) -> tuple[TensorData, TensorData]:
+    """Hold out ``fraction`` of each class's labelled examples (at least one, never all)."""
+    if per_class < 2:
+        raise TransferkitError("--val-split with --labels-per-class 1 leaves no example to train on; "
+                               "pass --val-data, or drop --val-split (the checkpoint is then chosen by training loss)")
+    n_val = min(per_class - 1, max(1, round(per_class * fraction)))
+    y = data.require_labels("a validation split")
+    g = torch.Generator().manual_seed(seed)
+    train_idx, val_idx = [], []
+    for c in range(data.num_classes):
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    return data.subset(torch.cat(train_idx).sort().values), data.subset(torch.cat(val_idx).sort().values)
+
+
+def _check_test(test: TensorData | None, model: Any, num_classes: int, quiet: bool) -> TensorData | None:
+    """Fit --test-data to the model and check its labels before training (not after)."""
+    if test is None:
+        return None
+    test = fit_to_model(test, model.spec["input_shape"], quiet, model.spec.get("preprocess"))
+    test.require_labels(f"--test-data {test.name}")
+    y = test.y
+    if y is not None and len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise TransferkitError(
+            f"--test-data {test.name} has labels up to {int(y.max())} but the model predicts {num_classes} classes "
+            f"(labels 0..{num_classes - 1}); pass test data with the training data's classes"
+        )
+    return test
 
 
 def _finish(p: dict[str, Any], run: RunDir, outcome: Outcome, model: Any, test: TensorData | None, spec: FinetuneSpec) -> dict[str, Any]:
@@ -65,7 +120,7 @@ def _finish(p: dict[str, Any], run: RunDir, outcome: Outcome, model: Any, test: 
     if "val" in summary:
         summary["metrics"]["val_acc"] = summary["val"].get("acc")
     if test is not None:
-        test = fit_to_model(test, model.spec["input_shape"], True)
+        test = fit_to_model(test, model.spec["input_shape"], True, model.spec.get("preprocess"))
         summary["test"] = evaluate(model, test.to(outcome.trainer.device))
         summary["metrics"]["test_acc"] = summary["test"]["acc"]
         assert outcome.result.best_epoch is not None  # set by the first epoch (epochs >= 1)
@@ -114,9 +169,10 @@ def train_cmd(p: dict[str, Any]) -> None:
     spec = _spec(p)
     start(p)
     data, val, test = _splits(p, p["quiet"])
-    run = open_run(p, "train")
     device = resolve_device(p["device"])
-    model = build_model(p, p["arch"], data.num_classes, data.input_shape, data.classes)
+    model = build_model(p, p["arch"], data.num_classes, data.input_shape, data.classes, data.preprocess)
+    test = _check_test(test, model, data.num_classes, p["quiet"])
+    run = open_run(p, "train", model)
     outcome = finetune(
         model, data, val, spec, train_config(p), p["batch_size"], augment_from(p), run, device,
         verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"],
@@ -153,12 +209,13 @@ def finetune_cmd(p: dict[str, Any]) -> None:
     device = resolve_device(p["device"])
     model = _load_source(p)
     data, val, test = _splits(p, p["quiet"])
-    data = fit_to_model(data, model.spec["input_shape"], p["quiet"])
-    val = fit_to_model(val, model.spec["input_shape"], True) if val is not None else None
+    data = fit_to_model(data, model.spec["input_shape"], p["quiet"], model.spec.get("preprocess"))
+    val = fit_to_model(val, model.spec["input_shape"], True, model.spec.get("preprocess")) if val is not None else None
     source = None
     if p["source_data"]:
-        source = fit_to_model(load(p["source_data"], p), model.spec["input_shape"], p["quiet"])
-    run = open_run(p, "finetune")
+        source = fit_to_model(load(p["source_data"], p), model.spec["input_shape"], p["quiet"], model.spec.get("preprocess"))
+    test = _check_test(test, model, data.num_classes, True)
+    run = open_run(p, "finetune", model, data.num_classes)
     outcome = finetune(
         model, data, val, spec, train_config(p), p["batch_size"], augment_from(p), run, device,
         source=source, verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"],
@@ -194,7 +251,7 @@ trained_model_options = compose(
 
 def _trained_model_and_data(p: dict[str, Any]) -> tuple[Any, TensorData]:
     model = load_model(p["model_from"]).to(resolve_device(p["device"]))
-    data = fit_to_model(load(p["data"], p, split="test"), model.spec["input_shape"])
+    data = fit_to_model(load(p["data"], p, split="test"), model.spec["input_shape"], False, model.spec.get("preprocess"))
     return model, data.to(next(model.parameters()).device)
 
 

@@ -34,6 +34,7 @@ from .common import (
     config_option,
     data_options,
     echo_table,
+    fit_to_model,
     guard_output,
     load,
     open_run,
@@ -123,12 +124,14 @@ def meta_train_cmd(p: dict[str, Any]) -> None:
         val_s = EpisodeSampler(data, split["val"], p["ways"], p["shots"], p["queries"], p["rotations"]) if split["val"] else None
         test_s = EpisodeSampler(data, split["test"], p["ways"], p["shots"], p["queries"], p["rotations"])
         model = create_model(p["arch"], p["ways"], data.input_shape, classes=[f"way{i}" for i in range(p["ways"])])
+        if data.preprocess:
+            model.spec["preprocess"] = dict(data.preprocess)  # saved with the model; few-shot applies it again
     learner = build_learner(model, spec)
-    run = open_run(p, "meta-train")
-    from ..io import dump_yaml
-
-    if run.is_main:
-        dump_yaml(run.path / "meta.yaml", {"data": p["data"], "spec": spec.to_dict(), "split_by": p["split_by"], "split": split_names})
+    run = open_run(p, "meta-train", model)
+    run.save_yaml("meta.yaml", {"data": p["data"], "spec": spec.to_dict(), "split_by": p["split_by"], "split": split_names})
+    if val_s is None and not p["quiet"]:
+        print("note: no meta-validation classes (--val-fraction 0): the checkpoint is chosen by training loss; "
+              "pass --val-fraction 0.1 to choose it on held-out classes", file=sys.stderr)
     outcome = meta_train(learner, train_s, spec, train_config(p), val_s, run, device, not p["quiet"], callbacks(p), p["resume"],
                          augment_from(p))
     summary = run_summary("meta", spec.method, outcome, command="meta train", meta=spec.to_dict(),
@@ -235,17 +238,15 @@ def few_shot_cmd(p: dict[str, Any]) -> None:
     shape = tuple(int(v) for v in model.spec["input_shape"])
     if len(shape) != 3:
         raise TransferkitError("few-shot with image folders needs a model trained on images")
-    try:  # an unreadable support image is an error here, not a skip
-        support: TensorData = load_image_folder(p["support"], image_size=None, channels=shape[0], on_bad_file="error")
-    except FileNotFoundError:
-        raise TransferkitError(f"support folder {p['support']} does not exist") from None
-    if support.input_shape != shape:
-        from ..data import conform
-
-        if not p["quiet"]:
-            print(f"note: support images {support.input_shape} converted to the model's input {shape}", file=sys.stderr)
-        support = conform(support, shape[1], shape[0])
+    if not Path(p["support"]).is_dir():
+        raise TransferkitError(f"support folder {p['support']} does not exist")
+    # support and query go through the same reading and resize (PIL bilinear, straight to the model's size)
+    support: TensorData = load_image_folder(p["support"], image_size=shape[1], channels=shape[0], on_bad_file="error")
+    prep = model.spec.get("preprocess")
+    support = fit_to_model(support, shape, p["quiet"], prep)
     qx, names = load_query_images(p["query"], shape, p["quiet"])
+    if (prep or {}).get("invert"):
+        qx = 1.0 - qx  # the same pixel transform as the model's training images (fit_to_model)
     spec = MetaSpec(**info["spec"])
     spec.ways = model.num_classes if spec.method != "protonet" else support.num_classes
     learner = build_learner(model, spec).to(device)

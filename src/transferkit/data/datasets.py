@@ -15,16 +15,18 @@ import hashlib
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import TransferkitError, unknown_name
 from .download import locate
-from .tensors import TensorData
+from .tensors import TensorData, check_label_count, check_memory
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -318,6 +320,11 @@ def _decode_image_folder(root: Path, image_size: int | None, channels: int | Non
     ys: list[int] = []
     size: tuple[int, int] | None = (image_size, image_size) if image_size else None
     mode = {1: "L", 3: "RGB"}.get(channels or 0)
+    if image_size:  # estimate before decoding: N x C x H x W float32 (C at least 1)
+        n_files = sum(1 for d in class_dirs for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
+        check_memory(n_files * (channels or 1) * image_size * image_size * 4,
+                     f"{root} as {n_files} images of {channels or 1}x{image_size}x{image_size}",
+                     "choose a smaller --image-size or use fewer images")
     for label, cdir in enumerate(class_dirs):
         files = sorted(p for p in cdir.rglob("*") if p.is_file() and not p.name.startswith("."))
         if not files:
@@ -339,71 +346,239 @@ def _decode_image_folder(root: Path, image_size: int | None, channels: int | Non
     return TensorData(x, torch.tensor(ys), [d.name for d in class_dirs], root.name)
 
 
-def _array_to_inputs(x: np.ndarray, name: str) -> torch.Tensor:
+def _rows(idx: np.ndarray | list[int], where: Callable[[int], str], limit: int = 5) -> str:
+    """The first few offending rows, as ``where`` names them (``row 3`` or ``line 5``)."""
+    idx = [int(i) for i in idx]
+    shown = ", ".join(where(i) for i in idx[:limit])
+    return shown + (f" and {len(idx) - limit} more" if len(idx) > limit else "")
+
+
+def _npz_row(i: int) -> str:
+    return f"row {i}"
+
+
+def _check_finite_inputs(t: torch.Tensor, name: str, where: Callable[[int], str]) -> None:
+    """Refuse NaN or infinite input values, naming the first rows that hold them."""
+    if not t.is_floating_point() or len(t) == 0:
+        return
+    ok = torch.isfinite(t.reshape(len(t), -1)).all(1)
+    if not bool(ok.all()):
+        bad = torch.nonzero(~ok).flatten().tolist()
+        raise TransferkitError(
+            f"{name}: {len(bad)} example(s) have NaN or infinite input values, or values beyond float32's range "
+            f"({_rows(bad, where)}); "
+            "fix or drop those rows (training on them ends in a NaN loss)"
+        )
+
+
+def _array_to_inputs(x: np.ndarray, name: str, where: Callable[[int], str] = _npz_row) -> torch.Tensor:
     x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        what = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "dates", "m": "time spans",
+                "V": "records"}.get(x.dtype.kind, f"values of type {x.dtype}")
+        raise TransferkitError(
+            f"{name}: X holds {what} (dtype {x.dtype}), not numbers; inputs must be real numbers: convert them "
+            "(e.g. X.astype(np.float32)), and encode categories as numbers or one-hot columns"
+        )
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise TransferkitError(f"{name}: X has no examples (shape {tuple(x.shape)}); it needs one row per example")
+    if x.size == 0:
+        raise TransferkitError(f"{name}: X has no values per example (shape {tuple(x.shape)})")
     scale = 255.0 if x.dtype == np.uint8 else 1.0
-    t = torch.from_numpy(x.astype(np.float32) / scale)
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = torch.from_numpy(x.astype(np.float32) / scale)
     if t.dim() == 3:  # N, H, W
         t = t.unsqueeze(1)
     elif t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
         t = t.permute(0, 3, 1, 2).contiguous()  # N, H, W, C -> N, C, H, W
     elif t.dim() not in (2, 4):
         raise TransferkitError(f"{name}: X must be (N, D), (N, H, W) or (N, C, H, W); got shape {tuple(x.shape)}")
+    _check_finite_inputs(t, name, where)
     return t
 
 
-def _labels(y: np.ndarray | None, name: str) -> tuple[torch.Tensor | None, list[str]]:
+def _labels(
+    y: np.ndarray | None, name: str, where: Callable[[int], str] = _npz_row
+) -> tuple[torch.Tensor | None, list[str]]:
+    """Labels as class indices, and class names when they are not integers.
+
+    Integers (or whole floats) are class indices 0..K-1, checked from their largest value
+    before anything is allocated per class (:func:`~transferkit.data.tensors.check_label_count`);
+    text becomes sorted, named classes. NaN, infinite, complex or missing labels are refused.
+    """
     if y is None:
         return None, []
     y = np.asarray(y)
-    if y.dtype.kind in "iu":
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # a column vector
+    if y.ndim != 1:
+        hint = "; for one-hot labels save y.argmax(1)" if y.ndim == 2 else ""
+        raise TransferkitError(f"{name}: y must hold one label per example, shape (N,); got shape {tuple(y.shape)}{hint}")
+    if y.dtype.kind == "b":
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iufUS":
+        raise TransferkitError(
+            f"{name}: labels of type {y.dtype} are not supported; use integers 0..K-1 or text class names"
+        )
+    if y.dtype.kind == "f":
+        finite = np.isfinite(y)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise TransferkitError(
+                f"{name}: {len(bad)} label(s) are NaN or infinite ({_rows(bad, where)}); every example needs a class: "
+                "fill in or drop those rows"
+            )
+    if y.dtype.kind in "iu" or (y.dtype.kind == "f" and bool(np.all(np.mod(y, 1) == 0))):
+        if len(y):  # the largest label alone says how many classes: check it before allocating any
+            check_label_count(int(y.max()), len(y), name, f" ({where(int(np.argmax(y)))})")
         return torch.from_numpy(y.astype(np.int64)), []
-    if y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):
-        return torch.from_numpy(y.astype(np.int64)), []
-    classes = sorted({str(v) for v in y})
+    if y.dtype.kind == "S":
+        y = np.char.decode(y, "utf-8", errors="replace")
+    values = [str(v) for v in y]
+    empty = [i for i, v in enumerate(values) if not v.strip()]
+    if empty:
+        raise TransferkitError(
+            f"{name}: {len(empty)} example(s) have no label ({_rows(empty, where)}); fill in the label or drop those rows"
+        )
+    classes = sorted(set(values))
     lookup = {c: i for i, c in enumerate(classes)}
-    return torch.tensor([lookup[str(v)] for v in y]), classes
+    return torch.tensor([lookup[v] for v in values], dtype=torch.int64), classes
+
+
+def _npz_member(z: Any, key: str, path: Path) -> np.ndarray:
+    """One array of an open ``.npz``, refusing object arrays and arrays too big for memory before reading them."""
+    member = key if key in z.zip.namelist() else f"{key}.npy"
+    try:
+        with z.zip.open(member) as fh:
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(fh)
+    except Exception:  # not a plain .npy member: np.load below says what is wrong
+        shape, dtype = None, None
+    if dtype is not None and dtype.hasobject:
+        raise _object_array(path, key)
+    if shape is not None and dtype is not None:
+        check_memory(int(np.prod(shape, dtype=np.float64)) * max(dtype.itemsize, 4), f"{path}: array '{key}' {tuple(shape)}",
+                     "use a smaller file or a machine with more memory")
+    try:
+        return np.asarray(z[key])
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise _object_array(path, key) from None
+        raise TransferkitError(f"{path}: cannot read array '{key}' ({exc}); save it again with np.savez(path, X=..., y=...)") from None
+    except MemoryError:
+        raise TransferkitError(f"{path}: array '{key}' does not fit in memory; use a smaller file") from None
+    except Exception as exc:  # a damaged archive: zipfile, zlib and EOF errors
+        raise TransferkitError(
+            f"{path} is damaged: cannot read array '{key}' ({type(exc).__name__}: {exc}); save it again with np.savez"
+        ) from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _object_array(path: Path, key: str) -> TransferkitError:
+    return TransferkitError(
+        f"{path}: array '{key}' holds Python objects (dtype object), which are never loaded (they could run code); "
+        f"save plain arrays instead: X as numbers (X.astype(np.float32)), y as integers or text (np.asarray(y, dtype=str))"
+    )
 
 
 def load_npz(path: str | Path) -> TensorData:
-    """``.npz`` with array ``X`` (or ``x``) and optional labels ``y``."""
+    """``.npz`` with array ``X`` (or ``x``) and optional labels ``y``.
+
+    Refused with one line: object arrays, text or complex features, NaN or infinite inputs (rows
+    named), labels that are not one per example, NaN labels, integer labels that would make more
+    classes than :func:`~transferkit.data.tensors.check_label_count` allows.
+    """
     path = Path(path)
     try:
         z = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise TransferkitError(f"cannot read {path} as .npz: {exc}") from None
-    keys = set(z.files)
-    xkey = "X" if "X" in keys else "x" if "x" in keys else None
-    if xkey is None:
-        raise TransferkitError(f"{path} has no array 'X' (found {sorted(keys)}); save it with np.savez(path, X=..., y=...)")
-    y, classes = _labels(z["y"] if "y" in keys else None, path.name)
-    return TensorData(_array_to_inputs(z[xkey], path.name), y, classes, path.stem)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        why = "it is not a NumPy .npz archive" if "pickle" in str(exc) or isinstance(exc, EOFError) else str(exc)
+        raise TransferkitError(f"cannot read {path} as .npz: {why}; save it with np.savez(path, X=..., y=...)") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise TransferkitError(f"{path} is a single .npy array, not an .npz archive; save it with np.savez(path, X=..., y=...)")
+    with z:
+        keys = set(z.files)
+        xkey = "X" if "X" in keys else "x" if "x" in keys else None
+        if xkey is None:
+            raise TransferkitError(f"{path} has no array 'X' (found {sorted(keys)}); save it with np.savez(path, X=..., y=...)")
+        y, classes = _labels(_npz_member(z, "y", path) if "y" in keys else None, path.name)
+        x = _array_to_inputs(_npz_member(z, xkey, path), path.name)
+    return TensorData(x, y, classes, path.stem)
 
 
 def load_csv(path: str | Path, label_column: str | None = None) -> TensorData:
-    """A feature table: one row per example; the label column is ``label``/``y``/``target`` if present."""
+    """A feature table: one row per example; the label column is ``label``/``y``/``target`` if present.
+
+    The file must be UTF-8 (a byte-order mark is fine); blank lines are skipped. Refused with the
+    line named: rows with another number of fields than the header (a ragged file), non-numeric,
+    NaN or infinite features, empty or NaN labels.
+    """
     import csv
 
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            for r in reader:
+                if r:
+                    rows.append(r)
+                    lines.append(reader.line_num)
+    except UnicodeDecodeError as exc:
+        raise TransferkitError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}; Latin-1 or Windows-1252?); "
+            "save it as UTF-8 (a spreadsheet's 'CSV UTF-8', or iconv -f latin1 -t utf-8)"
+        ) from None
+    except csv.Error as exc:
+        raise TransferkitError(f"{path} line {reader.line_num}: not a valid CSV row ({exc}); fix or remove that line") from None
+    except OSError as exc:
+        raise TransferkitError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(rows) < 2:
         raise TransferkitError(f"{path} has no data rows; expected a header and one row per example")
     header, body = rows[0], rows[1:]
+    ragged = [i for i, r in enumerate(body) if len(r) != len(header)]
+    if ragged:
+        i = ragged[0]
+        raise TransferkitError(
+            f"{path} is ragged: line {lines[i + 1]} has {len(body[i])} fields but the header has {len(header)}"
+            f"{f' ({len(ragged)} rows differ)' if len(ragged) > 1 else ''}; every row needs one value per column"
+        )
     lc = label_column or next((c for c in ("label", "y", "target", "class") if c in header), None)
     if label_column and label_column not in header:
         raise TransferkitError(f"{path} has no column '{label_column}' (columns: {', '.join(header)})")
     li = header.index(lc) if lc else None
-    try:
-        feats = np.asarray([[float(v) for j, v in enumerate(r) if j != li] for r in body], dtype=np.float32)
-    except ValueError as exc:
-        raise TransferkitError(f"{path}: non-numeric feature value ({exc}); only numbers are allowed outside the label column") from None
+    if len(header) - (li is not None) == 0:
+        raise TransferkitError(f"{path} has no feature columns, only the label column '{lc}'")
+
+    def line(i: int) -> str:
+        return f"line {lines[i + 1]}"
+
+    values: list[list[float]] = []
+    for i, r in enumerate(body):
+        try:
+            values.append([float(v) for j, v in enumerate(r) if j != li])
+        except ValueError:
+            j, v = next((j, v) for j, v in enumerate(r) if j != li and not _is_number(v))
+            raise TransferkitError(
+                f"{path} {line(i)}, column '{header[j]}': non-numeric feature value {v[:40]!r}; only numbers are "
+                "allowed outside the label column (name the label column label, y, target or class)"
+            ) from None
+    feats = np.asarray(values, dtype=np.float64)
     labels = np.asarray([r[li] for r in body]) if li is not None else None
     if labels is not None:
         with contextlib.suppress(ValueError):
             labels = labels.astype(np.float64)
-    y, classes = _labels(labels, path.name)
-    return TensorData(torch.from_numpy(feats), y, classes, path.stem)
+    y, classes = _labels(labels, path.name, line)
+    return TensorData(_array_to_inputs(feats, path.name, line), y, classes, path.stem)
 
 
 def load_data(

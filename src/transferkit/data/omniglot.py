@@ -123,4 +123,4 @@ def load_omniglot(split: str, data_dir: str | Path | None) -> TensorData:
         ys.append(remap[y[keep]])
         classes += [names[i] for i in new]
     x_t = torch.from_numpy(np.concatenate(xs)).float().div_(255.0).unsqueeze(1)
-    return TensorData(x_t, torch.from_numpy(np.concatenate(ys)), classes, f"omniglot:{split}")
+    return TensorData(x_t, torch.from_numpy(np.concatenate(ys)), classes, f"omniglot:{split}", preprocess={"invert": True})

@@ -7,14 +7,14 @@ whole batch at once with one affine grid, never per sample.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import TransferkitError
-from .tensors import TensorData
+from .tensors import TensorData, check_memory
 
 
 def resize(x: Tensor, size: int | tuple[int, int]) -> Tensor:
@@ -46,11 +46,15 @@ def conform(data: TensorData, size: int | None = None, channels: int | None = No
             raise TransferkitError(f"{data.name} is a feature table; --image-size/--channels apply to images only")
         return data
     x = data.x
+    shape = (channels or x.shape[1], size or x.shape[2], size or x.shape[3])
+    if shape != tuple(x.shape[1:]):  # estimate before allocating: N x C x H x W float32
+        check_memory(len(x) * shape[0] * shape[1] * shape[2] * 4, f"{data.name} as {len(x)} images of {'x'.join(map(str, shape))}",
+                     "choose a smaller --image-size, fewer --channels or less data")
     if channels is not None:
         x = to_channels(x, channels)
     if size is not None:
         x = torch.cat([resize(x[i : i + 4096], size) for i in range(0, len(x), 4096)]) if len(x) else x
-    return TensorData(x.contiguous(), data.y, data.classes, data.name)
+    return replace(data, x=x.contiguous())
 
 
 def pair_shapes(a: TensorData, b: TensorData, size: int | None, channels: int | None) -> tuple[TensorData, TensorData]:

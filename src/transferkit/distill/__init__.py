@@ -11,6 +11,7 @@ from ..engine.registry import import_submodules
 from .api import (
     DistillSpec,
     build_losses,
+    check_classes_agree,
     check_pair,
     distill,
     load_teacher,
@@ -53,6 +54,7 @@ __all__ = [
     "TeacherCache",
     "attention_map",
     "build_losses",
+    "check_classes_agree",
     "check_pair",
     "compare",
     "cpu_latency_ms",

@@ -130,6 +130,45 @@ def check_pair(teacher: nn.Module, student: nn.Module, sample: torch.Tensor) -> 
     return int(ct)
 
 
+def _named(classes: Sequence[str]) -> bool:
+    """Whether class names are real names, not the default ``"0".."K-1"`` of integer labels."""
+    return list(classes) != [str(i) for i in range(len(classes))]
+
+
+def _preview(classes: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(str(c) for c in list(classes)[:limit])
+    return shown + (f", ... ({len(classes)} in all)" if len(classes) > limit else "")
+
+
+def check_classes_agree(teacher: nn.Module, student: nn.Module, data: TensorData | None, num_classes: int | None = None) -> None:
+    """Teacher, student and labelled ``data`` must have the same classes: their number, and their names
+    where both sides have names (integer labels ``0..K-1`` have none). ``num_classes``: the teacher's
+    output width when known (from :func:`check_pair`), else its ``num_classes`` attribute.
+    """
+    t_classes = list(getattr(teacher, "classes", None) or [])
+    s_classes = list(getattr(student, "classes", None) or [])
+    if t_classes and s_classes and _named(t_classes) and _named(s_classes) and t_classes != s_classes:
+        raise TransferkitError(
+            f"the teacher's classes ({_preview(t_classes)}) differ from the student's ({_preview(s_classes)}); "
+            "start the student from a new architecture (--student ARCH) or from a model of the teacher's classes"
+        )
+    if data is None or data.y is None:
+        return
+    nt = num_classes if num_classes is not None else getattr(teacher, "num_classes", None)
+    if nt is not None and int(nt) != data.num_classes:
+        raise TransferkitError(
+            f"the teacher predicts {nt} classes but {data.name} has {data.num_classes} ({_preview(data.classes)}); "
+            "distillation matches the teacher's class scores to the labels one to one. Use a teacher trained on these "
+            "classes, or give the inputs as --transfer-data (unlabelled: the student learns the teacher's classes)"
+        )
+    if t_classes and _named(t_classes) and _named(data.classes) and t_classes != list(data.classes):
+        raise TransferkitError(
+            f"the teacher's classes ({_preview(t_classes)}) are not those of {data.name} ({_preview(data.classes)}); "
+            "labels must name the same classes in the same order. Use a teacher trained on these classes, or give the "
+            "inputs as --transfer-data (unlabelled: the student learns the teacher's classes)"
+        )
+
+
 def distill(
     teacher: nn.Module,
     student: nn.Module,
@@ -164,10 +203,12 @@ def distill(
     train_d = train.to(device)
     sample = train_d.x[: min(4, len(train_d))]
     num_classes = check_pair(teacher, student, sample)
+    check_classes_agree(teacher, student, train, num_classes)
     if train_d.y is not None:
         check_labels(train_d, num_classes)
     val_d = val.to(device) if val is not None else None
     if val_d is not None:
+        check_classes_agree(teacher, student, val, num_classes)
         check_labels(val_d, num_classes)
     method = Distill(
         student, teacher, build_losses(spec, teacher, student, sample), spec.losses,
@@ -235,7 +276,10 @@ def make_student(arch_or_path: str, teacher: Classifier, **kwargs: Any) -> Class
     if Path(arch_or_path).exists():
         return load_model(arch_or_path)
     spec = teacher.spec
-    return create_model(arch_or_path, teacher.num_classes, spec["input_shape"], classes=teacher.classes, **kwargs)
+    student = create_model(arch_or_path, teacher.num_classes, spec["input_shape"], classes=teacher.classes, **kwargs)
+    if spec.get("preprocess"):
+        student.spec["preprocess"] = dict(spec["preprocess"])  # the student sees the teacher's inputs
+    return student
 
 
 def parse_hidden(text: str | Sequence[int] | None) -> tuple[int, ...] | None:

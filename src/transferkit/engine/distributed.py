@@ -260,18 +260,18 @@ class FollowerRunDir(RunDir):
         self.is_main = False
 
 
-def open_run_dir(path: str | Path, resume: bool = False, overwrite: bool = False) -> RunDir:
+def open_run_dir(path: str | Path, resume: bool = False, overwrite: bool = False, defer: bool = False) -> RunDir:
     """A :class:`RunDir` that only rank 0 checks and creates; the same error on every rank.
 
-    Outside distributed training this is ``RunDir(path, resume, overwrite)``.
+    Outside distributed training this is ``RunDir(path, resume, overwrite, defer=defer)``.
     """
     if not is_active():
-        return RunDir(path, resume=resume, overwrite=overwrite)
+        return RunDir(path, resume=resume, overwrite=overwrite, defer=defer)
     error: str | None = None
     run: RunDir | None = None
     if is_main():
         try:
-            run = RunDir(path, resume=resume, overwrite=overwrite, is_main=True)
+            run = RunDir(path, resume=resume, overwrite=overwrite, is_main=True, defer=defer)
         except TransferkitError as exc:
             error = str(exc)
     error = broadcast_object(error)

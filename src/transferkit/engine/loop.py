@@ -200,6 +200,7 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "select_by": self.select_name,
         }
+        self.run.start()
         save_checkpoint(self.run.checkpoints / name, self.method.model, self.state(), info)
 
     def resume(self) -> None:
@@ -207,9 +208,22 @@ class Trainer:
         if self.run is None:
             raise TransferkitError("resume needs a run folder")
         state, info = load_checkpoint(self.run.checkpoints / "last")
-        self.method.load_state_dict(state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        own = self.method.state_dict()
+        saved = state["method"]
+        differ = [k for k in own if k not in saved] + [k for k in saved if k not in own]
+        differ += [k for k in own if k in saved and tuple(own[k].shape) != tuple(saved[k].shape)]
+        try:
+            if differ:
+                raise ValueError
+            self.method.load_state_dict(saved)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError):
+            what = f" (first difference: {differ[0]})" if differ else ""
+            raise TransferkitError(
+                f"cannot resume {self.run.path}: its checkpoint was written by another model, method or optimizer{what}; "
+                "resume with the run's own options (see its config.yaml) or start a new --run-dir"
+            ) from None
         torch.set_rng_state(state["rng"])
         if state.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

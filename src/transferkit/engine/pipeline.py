@@ -149,6 +149,8 @@ def train(
               "pass --steps N to set the budget in steps whatever the data size", file=sys.stderr)
     if resume and run is not None and run.checkpoints.is_dir():
         trainer.resume()
+    if run is not None:
+        run.start()  # the run is known to start: create the folder, write config.yaml
     result = trainer.fit()
     if keep.state is not None:
         method.model.load_state_dict(keep.state)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import TransferkitError
@@ -69,13 +71,23 @@ def save_checkpoint(folder: Path, model: Any, trainer_state: dict[str, Any], inf
             os.replace(folder, old)
         os.replace(tmp, folder)
         shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # e.g. no space left on device
         shutil.rmtree(tmp, ignore_errors=True)
         if not folder.exists() and old.exists():
             os.replace(old, folder)
         raise TransferkitError(
-            f"could not write checkpoint {folder}: {exc.strerror or exc}; the previous checkpoint is intact"
+            f"could not write checkpoint {folder}: {_reason(exc)}; the previous checkpoint is intact "
+            "(free space or fix the folder, then rerun with --resume)"
         ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for an OSError or a safetensors error (which wraps the OS message)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    found = re.search(r'message: "([^"]+)"', text)
+    return found.group(1) if found else (text.splitlines()[0] if text else type(exc).__name__)
 
 
 def checkpoint_folder(folder: Path) -> Path | None:

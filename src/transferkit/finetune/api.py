@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 
 from ..data import Augment, TensorData, check_labels, endless
 from ..engine import RunDir, TrainConfig, metrics_from_logits, predict_logits
+from ..engine.distributed import is_main
 from ..engine.evaluate import batched_forward, evaluate
 from ..engine.pipeline import BatchStream, Outcome, index_stream
 from ..engine.pipeline import train as train_pipeline
@@ -75,6 +77,11 @@ def frozen_features(model: Classifier, x: torch.Tensor, batch_size: int = 1024) 
     return batched_forward(model, x, batch_size, fn=model.features)
 
 
+def _names(classes: Any) -> str:
+    shown = ", ".join(map(str, list(classes)[:4]))
+    return shown + (", ..." if len(classes) > 4 else "")
+
+
 def finetune(
     model: Classifier,
     train: TensorData,
@@ -101,11 +108,16 @@ def finetune(
     device = torch.device(device) if isinstance(device, str) else device
     train.require_labels("fine-tuning")
     old_head = copy.deepcopy(model.head)
-    if spec.new_head or model.num_classes != train.num_classes:
+    same_names = list(model.classes) == list(train.classes)
+    if spec.new_head or model.num_classes != train.num_classes or not same_names:
+        if not spec.new_head and model.num_classes == train.num_classes and is_main():  # said even with --quiet
+            print(f"note: new head: the target's classes ({_names(train.classes)}) are not the source model's "
+                  f"({_names(model.classes)}); pass target data with the source's class names to keep its head",
+                  file=sys.stderr)
         model.replace_head(train.num_classes, train.classes)
     check_labels(train, model.num_classes)
     if val is not None:
-        check_labels(val, model.num_classes)
+        check_labels(val, model.num_classes, "give validation data with the training data's classes")
     apply_strategy(model, spec.strategy, spec.freeze, spec.trainable)
     model.to(device)
     train_d = train.to(device)

@@ -80,6 +80,11 @@ class MetaSpec:
     def validate(self) -> None:
         LEARNERS.entry(self.method)
         check(self)
+        if self.loss not in LEARNERS[self.method].losses:
+            able = [n for n in LEARNERS.names() if self.loss in LEARNERS[n].losses]
+            task = "regression (mean squared error, e.g. --data sinusoid)" if self.loss == "mse" else "classification"
+            methods = f"{', '.join(able[:-1])} or {able[-1]}" if len(able) > 1 else "".join(able)
+            raise TransferkitError(f"--method {self.method} does not handle {task}; use --method {methods}")
 
     def to_dict(self) -> dict[str, Any]:
         return as_dict(self)

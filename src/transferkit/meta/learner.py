@@ -136,6 +136,7 @@ class MetaLearner(Method):
 
     chunk_size: int | None = None
     vectorise: bool = True
+    losses: tuple[str, ...] = LOSSES  # the task losses this learner handles (ProtoNets: classification only)
 
     name = "base"
 

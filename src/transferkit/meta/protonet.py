@@ -39,6 +39,7 @@ class ProtoNet(MetaLearner):
     """Prototypical Networks: logits are negative squared distances to class prototypes."""
 
     name = "protonet"
+    losses = ("ce",)  # prototypes are class means: no regression
 
     def __init__(self, model: Classifier, ways: int | None = None):
         super().__init__(model, "ce", ways)

@@ -191,6 +191,8 @@ def load_model(path: str | Path, **overrides: Any) -> Classifier:
         classes=info.get("classes"), **spec.get("kwargs", {}),
     )
     model.load_weights(state)
+    if spec.get("preprocess"):
+        model.spec["preprocess"] = dict(spec["preprocess"])  # applied again to new inputs (fit_to_model)
     for k, v in overrides.items():
         setattr(model, k, v)
     return model
