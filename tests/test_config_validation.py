@@ -147,6 +147,8 @@ def test_collections_where_one_value_is_expected_name_the_field(key, value, caps
     param = next(p for p in train_cmd.params if getattr(p, "opts", None) and max(p.opts, key=len) == f"--{key}")
     if getattr(param, "multiple", False) and isinstance(value, list):
         return  # a list is what a repeatable option takes (its items are checked elsewhere)
+    if getattr(param, "nargs", 1) > 1 and isinstance(value, list) and len(value) == param.nargs:
+        return  # a pair option (--augment-scale LO HI) takes a list of its length
     assert rc == 2
     assert f"'{key}'" in one_error_line(err)
 

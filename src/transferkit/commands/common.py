@@ -94,19 +94,26 @@ architecture_options = compose(
 )
 
 
+def architecture_kwargs(hidden: str | None, dropout: float | None) -> dict[str, Any]:
+    """``hidden="512,256"``, ``dropout`` -> the keyword arguments of ``create_model`` (only those given)."""
+    from ..distill.api import parse_hidden
+
+    kw: dict[str, Any] = {}
+    if hidden:
+        kw["hidden"] = parse_hidden(hidden)
+    if dropout is not None:
+        kw["dropout"] = dropout
+    return kw
+
+
 def build_model(
     p: dict[str, Any], arch: str, num_classes: int, input_shape: Any, classes: list[str] | None = None,
     preprocess: dict[str, Any] | None = None,
 ) -> Any:
     """A new model of ``arch`` with ``--bottleneck-dim``, ``--model-hidden`` and ``--model-dropout``."""
-    from ..distill.api import parse_hidden
     from ..models import create_model
 
-    kw: dict[str, Any] = {}
-    if p.get("model_hidden"):
-        kw["hidden"] = parse_hidden(p["model_hidden"])
-    if p.get("model_dropout") is not None:
-        kw["dropout"] = p["model_dropout"]
+    kw = architecture_kwargs(p.get("model_hidden"), p.get("model_dropout"))
     try:
         model = create_model(arch, num_classes, input_shape, p.get("bottleneck_dim"), classes=classes, **kw)
     except TypeError:
@@ -253,11 +260,9 @@ def _command_line(ctx: click.Context, skip: tuple[str, ...] = ("config", "nproc"
         if not isinstance(param, click.Option):
             continue
         long = max(param.opts, key=len)
-        if param.is_flag:
-            if value == param.flag_value:  # the flag was given (--cold-start sets False: its flag_value)
-                args.append(long)
-            elif param.secondary_opts and param.default:
-                args.append(max(param.secondary_opts, key=len))
+        if param.is_flag:  # given when it differs from the default (--cold-start sets warm_start False)
+            if value is not None and value != param.default:
+                args.append(max(param.secondary_opts, key=len) if param.secondary_opts and not value else long)
             continue
         if ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT:
             continue

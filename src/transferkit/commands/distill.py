@@ -19,7 +19,6 @@ from ..distill import (
     export_model,
     load_teacher,
     make_student,
-    parse_hidden,
     summary_rows,
 )
 from ..distill.losses import parse_losses
@@ -29,6 +28,7 @@ from ..errors import TransferkitError
 from ..models import load_model, parameter_count
 from ..options import from_mapping
 from .common import (
+    architecture_kwargs,
     augment_from,
     callbacks,
     config_option,
@@ -111,11 +111,7 @@ def distill_cmd(p: dict[str, Any]) -> None:
     teacher = load_teacher(p["teacher"], p.get("teacher_model"), probe)
     shape = teacher.spec["input_shape"]
     train, val, test = _data(p, shape, teacher.spec.get("preprocess"))
-    kw: dict[str, Any] = {}
-    if p.get("student_hidden"):
-        kw["hidden"] = parse_hidden(p["student_hidden"])
-    if p.get("student_dropout") is not None:
-        kw["dropout"] = p["student_dropout"]
+    kw = architecture_kwargs(p.get("student_hidden"), p.get("student_dropout"))
     try:
         student = make_student(p["student"], teacher, **kw)
     except TypeError as exc:

@@ -59,6 +59,13 @@ def conform(data: TensorData, size: int | None = None, channels: int | None = No
 
 def pair_shapes(a: TensorData, b: TensorData, size: int | None, channels: int | None) -> tuple[TensorData, TensorData]:
     """Conform two domains to one shape, or explain which option makes them fit."""
+    if a.is_image != b.is_image:
+        table, images = (a, b) if b.is_image else (b, a)
+        raise TransferkitError(
+            f"{table.name} is a feature table and {images.name} holds images: they cannot be compared "
+            "directly; give two image sets, or two tables with the same columns (for images, the features "
+            "of a trained network: --features-from RUN)"
+        )
     a, b = conform(a, size, channels), conform(b, size, channels)
     if a.input_shape != b.input_shape:
         raise TransferkitError(
