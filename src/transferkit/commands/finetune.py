@@ -8,6 +8,7 @@ from typing import Any
 import click
 import torch
 
+from ..adapt.tta import TTA_METHODS, adapt_and_predict, create_tta
 from ..data import DATASETS, TensorData, check_classes, check_labels, few_labels, random_split
 from ..engine import RunDir, evaluate, predict_logits, resolve_device
 from ..engine.pipeline import Outcome
@@ -278,15 +279,39 @@ def eval_cmd(p: dict[str, Any]) -> None:
 @config_option
 @click.option("--data", required=True, help="Inputs: an image folder, .npz or .csv (labels, if any, are ignored).")
 @click.option("--output", required=True, help="CSV file to write.")
+@click.option("--adapt", "tta", type=click.Choice(TTA_METHODS.names()), default=None,
+              help="Adapt to the inputs while predicting them, in their order: " + "; ".join(f"{k}: {v}" for k, v in TTA_METHODS.docs().items()) + ".")
+@method_options(TTA_METHODS)
+@click.option("--tta-batch-size", type=click.IntRange(2), default=64, show_default=True, help="Test batch size of --adapt (its statistics and steps are per batch).")
+@click.option("--save-adapted", default=None, help="With --adapt: also save the adapted model to this .safetensors file.")
 @trained_model_options
 @pass_params
 def predict_cmd(p: dict[str, Any]) -> None:
-    """Write predictions and class probabilities to a CSV (one row per input)."""
+    """Write predictions and class probabilities to a CSV (one row per input).
+
+    \b
+    With --adapt the model adapts to the inputs as it predicts them (test-time adaptation):
+      transferkit predict --model-from runs/src --data shifted/ --adapt tent --output preds.csv
+    """
     out = guard_output(p["output"], p["overwrite"])
+    saved = guard_output(p["save_adapted"], p["overwrite"]) if p["save_adapted"] else None
+    if saved is not None and not p["tta"]:
+        raise TransferkitError("--save-adapted saves the model adapted by --adapt; add --adapt adabn or --adapt tent")
+    options = chosen_options(TTA_METHODS, [p["tta"]] if p["tta"] else [], p, "--adapt method")
     model, data = _trained_model_and_data(p)
-    probs = torch.softmax(predict_logits(model, data.x), 1).cpu()
+    if p["tta"]:
+        adapter = create_tta(p["tta"], model, **options)
+        logits = adapt_and_predict(adapter, data.x, p["tta_batch_size"])
+        print(f"adapted with {p['tta']} while predicting ({len(data)} inputs, batches of {p['tta_batch_size']})")
+    else:
+        logits = predict_logits(model, data.x)
+    probs = torch.softmax(logits, 1).cpu()
     write_predictions(out, range(len(probs)), probs, model.classes, name_column="index")
     print(f"wrote {len(probs)} predictions to {out}")
+    if saved is not None:
+        model.eval()
+        model.save(saved, {"adapted": {"method": p["tta"], "data": data.name, **options}})
+        print(f"adapted model saved to {saved}")
 
 
 @click.command("datasets")
