@@ -107,7 +107,7 @@ def test_predict_adapts_writes_predictions_and_saves_the_adapted_model(shifted, 
                "--adapt", "tent", "--tta-lr", "0.001", "--output", str(tmp_path / "p.csv"),
                "--save-adapted", str(tmp_path / "adapted.safetensors")])
     assert rc == 0, capsys.readouterr().err
-    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    rows = list(csv.DictReader((tmp_path / "p.csv").read_text().splitlines()))
     acc = np.mean([int(r["prediction"]) == int(t) for r, t in zip(rows, y.tolist(), strict=True)])
     assert len(rows) == len(y) and acc > 0.8
     adapted = load_model(tmp_path / "adapted.safetensors").eval()  # usable alone: its statistics are the test stream's
