@@ -19,11 +19,12 @@ from ..adapt import (
 )
 from ..adapt.api import prepare_domains
 from ..adapt.shallow import CLASSIFIERS
+from ..adapt.shot import SOURCE_FREE_METHODS, SOURCE_FREE_VALIDATORS, ShotConfig, adapt_source_free
 from ..data import check_classes
 from ..engine import resolve_device
 from ..engine.pipeline import summary as run_summary
 from ..errors import TransferkitError, unknown_name
-from ..options import from_mapping
+from ..options import check, from_mapping
 from .common import (
     architecture_options,
     augment_from,
@@ -43,19 +44,21 @@ from .common import (
 )
 from .typed import chosen_options, config_options, method_options
 
-ALL_METHODS = {**METHOD_DOCS, **{k: f"shallow: {v}" for k, v in SHALLOW_METHODS.items()}}
+ALL_METHODS = {**METHOD_DOCS, **{k: f"shallow: {v}" for k, v in SHALLOW_METHODS.items()}, **SOURCE_FREE_METHODS.docs()}
 
 
 def _method_help() -> str:
     deep = ", ".join(ADAPT_METHODS)
     shallow = ", ".join(SHALLOW_METHODS)
-    return f"Deep: {deep}. Shallow (sklearn, on inputs or --features-from): {shallow}."
+    free = ", ".join(SOURCE_FREE_METHODS)
+    return (f"Deep: {deep}. Shallow (sklearn, on inputs or --features-from): {shallow}. "
+            f"Source-free (a trained model as --init, no --source): {free}.")
 
 
 @click.command("adapt")
 @config_option
 @click.option("--method", required=True, help=_method_help())
-@click.option("--source", required=True, help="Labelled source data (dataset name, folder, .npz or .csv).")
+@click.option("--source", default=None, help="Labelled source data (dataset name, folder, .npz or .csv); not with source-free methods.")
 @click.option("--target", required=True, help="Unlabelled target data (labels, if present, are ignored with a warning).")
 @click.option("--target-test", default=None, help="Labelled target data used only to report accuracy (never for selection unless --oracle).")
 @click.option("--model", "arch", default="auto", show_default=True, help="Architecture; auto = lenet for images, mlp for feature tables.")
@@ -65,6 +68,7 @@ def _method_help() -> str:
 @click.option("--features-from", default=None, help="Shallow methods: work on the features of this trained network (run folder or .safetensors).")
 @config_options(AdaptSpec, exclude=("method", "batch_size", "options"))
 @method_options(ADAPT_METHODS)
+@config_options(ShotConfig, only=("beta", "im_weight"))
 @click.option("--classifier", type=click.Choice(list(CLASSIFIERS)), default="logreg", show_default=True,
               help="Shallow: the classifier fitted on the aligned source features. " + "; ".join(f"{k}: {v}" for k, v in CLASSIFIERS.items()) + ".")
 @click.option("--n-components", type=click.IntRange(1), default=20, show_default=True, help="Shallow: dimension of the aligned subspace (sa, tca, pca).")
@@ -88,8 +92,17 @@ def adapt_cmd(p: dict[str, Any]) -> None:
 def _adapt(p: dict[str, Any]) -> None:
     p["command"] = "adapt"
     method = p["method"]
-    if method not in ADAPT_METHODS and method not in SHALLOW_METHODS:
+    if method not in ADAPT_METHODS and method not in SHALLOW_METHODS and method not in SOURCE_FREE_METHODS:
         raise unknown_name("adaptation method", method, ALL_METHODS)
+    if method in SOURCE_FREE_METHODS:
+        _source_free(p)
+        return
+    for name in ("beta", "im_weight"):
+        if ctx_given(name):
+            raise TransferkitError(f"--{name.replace('_', '-')} is an option of {', '.join(SOURCE_FREE_METHODS)}, not of {method}")
+    if not p["source"]:
+        raise TransferkitError(f"--method {method} learns from labelled source data: give it with --source "
+                               f"(or adapt a trained model without source data: --method {', '.join(SOURCE_FREE_METHODS)} --init RUN)")
     if method in ADAPT_METHODS:
         _spec(p)  # refuse a bad or another method's option before any work
     start(p)
@@ -131,6 +144,45 @@ def _adapt(p: dict[str, Any]) -> None:
         if "oracle_upper_bound" in s:
             rows.append({"model": f"{method} (oracle upper bound)", "target-test acc": f"{s['oracle_upper_bound']['acc']:.2f}"})
         print(echo_table(rows, ["model", "target-test acc"]))
+    print(f"run folder: {run.path}")
+
+
+def ctx_given(name: str) -> bool:
+    """Whether option ``name`` was given on the command line or in the config (not its default)."""
+    ctx = click.get_current_context()
+    return ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+
+
+def _source_free(p: dict[str, Any]) -> None:
+    """``--method shot``: a trained model (--init) adapts to the unlabelled --target alone."""
+    from ..models import load_model
+
+    method = p["method"]
+    if p["source"]:
+        raise TransferkitError(f"--method {method} adapts without source data; drop --source (the trained model is --init)")
+    if not p["init"]:
+        raise TransferkitError(f"--method {method} adapts a trained model: give it as --init RUN (a run folder or .safetensors)")
+    if p["oracle"] or p["select_by"] not in SOURCE_FREE_VALIDATORS:
+        raise TransferkitError(f"--method {method} chooses its checkpoint without source data or target labels: "
+                               f"--select-by {', '.join(SOURCE_FREE_VALIDATORS)} (no --oracle)")
+    start(p)
+    model = load_model(_model_path(p["init"]))
+    shape, prep = model.spec["input_shape"], model.spec.get("preprocess")
+    target = fit_to_model(load(p["target"], {**p, "image_size": None, "channels": None}), shape, p["quiet"], prep)
+    test = None
+    if p["target_test"]:
+        test = fit_to_model(load(p["target_test"], {**p, "image_size": None, "channels": None}, split="test"), shape, True, prep)
+    spec = check(from_mapping(ShotConfig, p))
+    run = open_run(p, "adapt", model)
+    res = adapt_source_free(model, target, spec, train_config(p), test, run, resolve_device(p["device"]),
+                            verbose=not p["quiet"], callbacks=callbacks(p), resume=p["resume"])
+    s = res.summary
+    print(f"{method}: {model.spec.get('arch')} -> {target.name} without source data; checkpoint of epoch "
+          f"{(s['selection']['epoch'] or 0) + 1} chosen by {s['selection']['by']}")
+    if test is not None:
+        print(echo_table([{"model": "trained model", "target-test acc": f"{s['metrics']['source_model_target_test_acc']:.2f}"},
+                          {"model": f"{method} ({s['selection']['by']})", "target-test acc": f"{s['metrics']['target_test_acc']:.2f}"}],
+                         ["model", "target-test acc"]))
     print(f"run folder: {run.path}")
 
 

@@ -13,6 +13,8 @@ FAMILIES = {
     "distill": "distillation losses (--loss NAME=WEIGHT)",
     "adapt": "deep domain-adaptation methods (--method)",
     "meta": "meta-learners (meta train --method)",
+    "source-free": "source-free adaptation of a trained model (adapt --method NAME --init RUN, no --source)",
+    "test-time": "test-time adaptation while predicting (predict --adapt NAME)",
 }
 
 
@@ -34,6 +36,14 @@ def registry(family: str) -> Any:
         from ..meta import LEARNERS
 
         return LEARNERS
+    if family == "source-free":
+        from ..adapt.shot import SOURCE_FREE_METHODS
+
+        return SOURCE_FREE_METHODS
+    if family == "test-time":
+        from ..adapt.tta import TTA_METHODS
+
+        return TTA_METHODS
     raise unknown_name("family", family, FAMILIES)
 
 
