@@ -93,7 +93,9 @@ def domain_classifier(x: np.ndarray, domain: np.ndarray, C: float = 1.0, max_ite
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter)).fit(x, domain)
 
 
-def domain_density_ratio(xs: np.ndarray, xt: np.ndarray, C: float = 1.0, max_iter: int = 1000) -> np.ndarray:
+def domain_density_ratio(
+    xs: np.ndarray, xt: np.ndarray, C: float = 1.0, max_iter: int = 1000, folds: int = 1, seed: int = 0
+) -> np.ndarray:
     r"""Density ratio :math:`w(x) = p_t(x) / p_s(x)` at the source rows ``xs``, from a domain classifier.
 
     With :math:`p = P(\text{target} \mid x)` of :func:`domain_classifier` fitted on
@@ -103,8 +105,28 @@ def domain_density_ratio(xs: np.ndarray, xt: np.ndarray, C: float = 1.0, max_ite
 
     (Bickel, Brückner, Scheffer, "Discriminative learning for differing training
     and test distributions", ICML 2007).
+
+    With ``folds > 1`` the ratio is cross-fitted: each source row's :math:`p` comes from a
+    classifier fitted on the other folds (stratified by domain), so a classifier that separates
+    its own training rows does not push every in-sample ratio to the clip.
     """
     x = np.concatenate([xs, xt])
     d = np.concatenate([np.zeros(len(xs)), np.ones(len(xt))])
-    p = domain_classifier(x, d, C, max_iter).predict_proba(xs)[:, 1].clip(1e-6, 1 - 1e-6)
+    if folds <= 1:
+        p = domain_classifier(x, d, C, max_iter).predict_proba(xs)[:, 1]
+    else:
+        from sklearn.model_selection import StratifiedKFold
+
+        p = np.empty(len(xs))
+        for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, d):
+            held_source = held[held < len(xs)]
+            if len(held_source):
+                p[held_source] = domain_classifier(x[train], d[train], C, max_iter).predict_proba(x[held_source])[:, 1]
+    p = p.clip(1e-6, 1 - 1e-6)
     return p / (1 - p) * (len(xs) / len(xt))
+
+
+def effective_sample_size(w: np.ndarray) -> float:
+    r"""Kish's effective sample size of importance weights, :math:`(\sum w)^2 / \sum w^2` (n when all equal)."""
+    w = np.asarray(w, dtype=np.float64)
+    return float(w.sum() ** 2 / max((w**2).sum(), 1e-300))

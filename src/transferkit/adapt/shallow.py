@@ -20,7 +20,7 @@ from scipy import linalg
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 
 from ..errors import TransferkitError, unknown_name
-from ..ops import domain_density_ratio, sq_distances
+from ..ops import domain_density_ratio, effective_sample_size, sq_distances
 
 DOMAINS = ("source", "target")
 
@@ -197,13 +197,24 @@ class TCA(DomainTransformer):
 
 
 # ------------------------------------------------------------ importance weights
-def domain_classifier_weights(Xs: Any, Xt: Any, C: float = 1.0, clip: float = 20.0) -> np.ndarray:
+def domain_classifier_weights(Xs: Any, Xt: Any, C: float = 1.0, clip: float = 20.0, folds: int = 1) -> np.ndarray:
     """w(x) = p_t(x)/p_s(x) = (n_s/n_t) P(t|x) / P(s|x) from a logistic domain classifier
-    (:func:`transferkit.ops.domain_density_ratio`), clipped to [0, clip] and normalised to
-    mean 1 (Bickel, Brueckner, Scheffer, ICML 2007)."""
+    (:func:`transferkit.ops.domain_density_ratio`), normalised to mean 1, clipped to [0, clip]
+    and normalised again (Bickel, Brueckner, Scheffer, ICML 2007).
+
+    Clipping after normalising caps each weight relative to the mean; clipping the raw ratios
+    (as before) let the weights collapse on the few rows that reached the clip.
+    ``folds > 1`` cross-fits the domain classifier (each row's ratio from a classifier that did
+    not see it). It is off by default: on same-distribution data with more features than rows
+    the held-out predictions of an over-fitted classifier were noisier than the in-sample ones
+    (effective sample size 20% against 81% of the rows). :func:`transferkit.ops.effective_sample_size`
+    says how many source rows the weights amount to (``ImportanceWeightedClassifier`` keeps it).
+    """
     xs, xt = _arr(Xs, "source"), _arr(Xt, "target")
     _same_width(xs, xt)
-    w = np.clip(domain_density_ratio(xs, xt, C, max_iter=500), 0, clip)
+    folds = max(1, min(folds, len(xs), len(xt)))
+    w = domain_density_ratio(xs, xt, C, max_iter=500, folds=folds)
+    w = np.clip(w / w.mean(), 0, clip)
     return w / w.mean()
 
 
@@ -267,6 +278,7 @@ class ImportanceWeightedClassifier(BaseEstimator, ClassifierMixin):
                 "does not accept sample_weight; use a classifier that does, e.g. LogisticRegression or SVC"
             )
         self.weights_ = WEIGHTINGS[self.weighting](Xs, Xt)
+        self.effective_sample_size_ = effective_sample_size(self.weights_)
         self.estimator_ = clone(self.estimator) if self.estimator is not None else LogisticRegression(max_iter=1000)
         self.estimator_.fit(_arr(Xs, "source"), np.asarray(ys), sample_weight=self.weights_)
         self.classes_ = self.estimator_.classes_

@@ -245,6 +245,10 @@ def _shallow(p: dict[str, Any], source: Any, target: Any, test: Any, channels: i
     rows = []
     for name in dict.fromkeys(["none", p["method"]]):
         clf = create_shallow(name, p["n_components"], p["classifier"]).fit(xs, ys, xt)
+        ess = getattr(clf, "effective_sample_size_", None)
+        if ess is not None:  # how many source rows the importance weights amount to
+            summary["effective_sample_size"] = {"value": ess, "source_rows": len(xs)}
+            print(f"importance weights: effective sample size {ess:.0f} of {len(xs)} source rows ({100 * ess / len(xs):.0f}%)")
         if test is not None:
             acc = float((clf.predict(feats(test)) == test.y.numpy()).mean() * 100)
             key = "source_only" if name == "none" else "target_test"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,10 @@ def gap_cmd(p: dict[str, Any]) -> None:
     m = mmd_median(fs, ft, p["max_samples"], p["seed"])
     print(f"domain gap {src.name} -> {tgt.name} in {space} ({fs.shape[1]} dims)")
     print(f"  proxy A-distance  {a.distance:.3f}   (domain-classifier error {a.error * 100:.1f}%, {a.n_per_domain} per domain; 0 = same, 2 = separable)")
+    if a.error > 0.5:
+        warnings.warn(f"the domain classifier's held-out error is {a.error * 100:.1f}%, worse than chance: it over-fitted, or "
+                      "the domains are indistinguishable to it; the A-distance is clipped to 0 and says little here "
+                      "(try more samples with --max-samples, or compare features with --features-from)", UserWarning, stacklevel=1)
     print(f"  MMD^2 (unbiased)  {m.mmd2:.4f}  MMD {m.mmd:.4f}   (Gaussian kernel, median-heuristic sigma^2 = {m.sigma2:.4g})")
     if plot is not None:
         from ..analysis import plots
