@@ -179,3 +179,17 @@ def test_rebuilt_command_line_keeps_inverted_flags_as_given():
         assert ("--cold-start" in args) is present and ("--no-entropy-conditioning" in args) is present, args
         again = parse(adapt_cmd.adapt_cmd, args[1:])
         assert again["warm_start"] is (not present) and again["entropy_conditioning"] is (None if not present else False)
+
+
+def test_methods_lists_every_family_and_refuses_an_unknown_one(capsys):
+    from transferkit.cli import main
+    from transferkit.commands.methods import FAMILIES, REGISTRIES, registry
+
+    assert set(FAMILIES) == set(REGISTRIES)
+    for family in REGISTRIES:
+        assert main(["methods", family]) == 0
+        out = capsys.readouterr().out
+        assert all(f"  {name}" in out for name in registry(family).names()), family
+    assert main(["methods", "adapt", "adamatch"]) == 0 and "--relative-threshold" in capsys.readouterr().out
+    assert main(["methods", "nope"]) == 2
+    assert capsys.readouterr().err.strip() == "error: unknown family 'nope'; choose one of: " + ", ".join(REGISTRIES)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..errors import unknown_name
+from ..errors import TransferkitError
 
 FAMILIES = {
     "finetune": "fine-tuning regularizers (--regularizer)",
@@ -18,33 +18,25 @@ FAMILIES = {
 }
 
 
+# family -> (module, registry attribute), imported only when listed
+REGISTRIES = {
+    "finetune": ("transferkit.finetune", "REGULARIZERS"),
+    "distill": ("transferkit.distill", "LOSSES"),
+    "adapt": ("transferkit.adapt", "ADAPT_METHODS"),
+    "meta": ("transferkit.meta", "LEARNERS"),
+    "source-free": ("transferkit.adapt.shot", "SOURCE_FREE_METHODS"),
+    "test-time": ("transferkit.adapt.tta", "TTA_METHODS"),
+}
+
+
 def registry(family: str) -> Any:
     """The registry of ``family`` (imported only when asked for)."""
-    if family == "finetune":
-        from ..finetune import REGULARIZERS
+    import importlib
 
-        return REGULARIZERS
-    if family == "distill":
-        from ..distill import LOSSES
-
-        return LOSSES
-    if family == "adapt":
-        from ..adapt import ADAPT_METHODS
-
-        return ADAPT_METHODS
-    if family == "meta":
-        from ..meta import LEARNERS
-
-        return LEARNERS
-    if family == "source-free":
-        from ..adapt.shot import SOURCE_FREE_METHODS
-
-        return SOURCE_FREE_METHODS
-    if family == "test-time":
-        from ..adapt.tta import TTA_METHODS
-
-        return TTA_METHODS
-    raise unknown_name("family", family, FAMILIES)
+    if family not in REGISTRIES:
+        raise TransferkitError(f"unknown family '{family}'; choose one of: {', '.join(REGISTRIES)}")
+    module, attr = REGISTRIES[family]
+    return getattr(importlib.import_module(module), attr)
 
 
 @click.command("methods")
