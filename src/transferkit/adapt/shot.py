@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -139,21 +138,21 @@ def adapt_source_free(
     val_x = target_d.x[torch.randperm(len(target_d), generator=g)[: spec.val_target_size].to(device)]
     test_d = target_test.to(device) if target_test is not None else None
 
-    def validate(m: Any) -> dict[str, Any]:
-        out = model_outputs(m.model, val_x, None)
+    def scores(m: Classifier) -> dict[str, Any]:
+        out = model_outputs(m, val_x, None)
         rec: dict[str, Any] = {name: VALIDATORS[name](out) for name in SOURCE_FREE_VALIDATORS}
         if test_d is not None:  # reported only
-            rec["target_test_acc"] = evaluate(m.model, test_d, config.eval_batch_size)["acc"]
+            rec["target_test_acc"] = evaluate(m, test_d, config.eval_batch_size)["acc"]
         return rec
 
-    before = validate(SimpleNamespace(model=net))
+    before = scores(net)
     method = SHOT(net, target_d.x, spec.beta, spec.im_weight)
     stream = index_stream(len(target_d), spec.batch_size, lambda idx, gen: idx, device, drop_last=True)
-    outcome = train(method, stream, config, validate=validate, score=lambda _m, v: float(v[spec.select_by]),
+    outcome = train(method, stream, config, validate=lambda m: scores(m.model), score=lambda _m, v: float(v[spec.select_by]),
                     select_name=spec.select_by, run=run, device=device, verbose=verbose, callbacks=callbacks,
                     resume=resume)
     net.eval()
-    after = validate(SimpleNamespace(model=net))
+    after = scores(net)
     metrics = dict(after)
     extra: dict[str, Any] = {"target": target.name, "spec": as_dict(spec), "train": as_dict(config),
                              "before": before, "source_free": True}

@@ -13,7 +13,6 @@ from ..distill import (
     FORMATS,
     LOSSES,
     DistillSpec,
-    check_classes_agree,
     compare,
     distill,
     export_model,
@@ -119,8 +118,6 @@ def distill_cmd(p: dict[str, Any]) -> None:
     if test is not None:  # checked before training, not after it
         test.require_labels(f"--test-data {test.name}")
         check_labels(test, teacher.num_classes, "give test data with the teacher's classes")
-    check_classes_agree(teacher, student, train)  # before any run folder exists
-    check_classes_agree(teacher, student, val)
     run = open_run(p, "distill", student)
     outcome = distill(
         teacher, student, train, val, spec, train_config(p), p["batch_size"], augment_from(p), run, device,

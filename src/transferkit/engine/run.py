@@ -63,7 +63,6 @@ class RunDir:
     """A run folder that refuses to overwrite a previous run by accident."""
 
     # a follower rank (distributed) skips __init__: these defaults make it a no-op writer
-    _pending: dict[str, Any] | None = None
     _files: dict[str, Any] | None = None
     _started = True
     _clear = False
@@ -109,8 +108,6 @@ class RunDir:
             if self._clear:
                 shutil.rmtree(self.path)
             self.path.mkdir(parents=True, exist_ok=True)
-            if self._pending is not None:
-                dump_yaml(self.path / "config.yaml", self._pending)
             for name, obj in (self._files or {}).items():
                 dump_yaml(self.path / name, obj)
         except OSError as exc:
@@ -126,13 +123,12 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     def save_config(self, config: dict[str, Any]) -> None:
-        """The resolved configuration: written now if the run has started, else by :meth:`start`."""
-        self._pending = dict(config)
-        if self.is_main and self._started:
-            dump_yaml(self.path / "config.yaml", config)
+        """The resolved configuration, ``config.yaml``."""
+        self.save_yaml("config.yaml", dict(config))
 
     def save_yaml(self, name: str, obj: Any) -> None:
-        """Another YAML file of the run (e.g. ``meta.yaml``), written like config.yaml."""
+        """A YAML file of the run (``config.yaml``, ``meta.yaml``): written now if the run has started,
+        else by :meth:`start`."""
         self._files = {**(self._files or {}), name: obj}
         if self.is_main and self._started:
             dump_yaml(self.path / name, obj)
@@ -149,7 +145,6 @@ class RunDir:
         """Drop lines written after the checkpoint we resume from."""
         if not self.is_main or not self.metrics_file.exists():
             return
-
         keep = [r for r in self.metrics() if r.get("epoch", -1) <= last_epoch]
         write_text(self.metrics_file, "".join(json_line(r) + "\n" for r in keep))
 
