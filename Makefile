@@ -1,16 +1,19 @@
 # transferkit: `make demo` shows transfer working offline; `make test` runs the tests.
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
-# PyTorch is installed first, for your platform (a CPU build by default here).
-TORCH ?= torch==2.13.0
+# PyTorch and torchvision are installed first, as a pair built for each other (a torchvision
+# from PyPI beside another torch build fails to import). This pair runs on the CPU here; for the
+# core package alone, `make install TORCH="torch==2.13.0" EXTRAS=dev,onnx` is 5 GB smaller.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+EXTRAS ?= dev,onnx,vision,text
 
 .PHONY: install browser demo test test-slow typecheck lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,onnx]"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed
