@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 # from PyPI beside another torch build fails to import). This pair runs on the CPU here; for the
 # core package alone, `make install TORCH="torch==2.13.0" EXTRAS=dev,onnx` is 5 GB smaller.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= dev,onnx,vision,text
+EXTRAS ?= dev,onnx,vision,text,bench
 
 .PHONY: install browser demo test test-slow typecheck lint clean
 

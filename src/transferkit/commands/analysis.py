@@ -32,7 +32,7 @@ device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda
 
 @click.command("rank")
 @config_option
-@click.option("--models", "models_opt", multiple=True, help="Candidate source models: run folders or .safetensors checkpoints (list them after --models, or repeat it).")
+@click.option("--models", "models_opt", multiple=True, help="Candidate source models: run folders, .safetensors checkpoints, or pretrained names (efficientnet-lite0, timm:NAME=FILE) (list them after --models, or repeat it).")
 @click.argument("more_models", nargs=-1, metavar="[MODEL]...")
 @click.option("--data", required=True, help="Labelled target data (the set you would fine-tune on).")
 @click.option("--split", default="train", show_default=True, help="Split of a named dataset.")

@@ -64,6 +64,16 @@ data_options = compose(
     click.option("--image-size", type=click.IntRange(4, 1024), default=None, help="Resize images to SIZE x SIZE."),
     click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Convert images to 1 (grey) or 3 (RGB) channels."),
     click.option("--on-bad-file", type=click.Choice(["skip", "error"]), default="skip", show_default=True, help="Unreadable files in an image folder: skip with a warning, or stop."),
+    click.option("--text-column", default=None, help="Text data (.csv/.tsv/.jsonl): the column holding the texts (default: text)."),
+    click.option("--label-column", default=None, help="Text data: the column holding the labels (default: label, if present)."),
+    click.option("--max-length", type=click.IntRange(2, 4096), default=None,
+                 help="Text data: tokens kept per text (default: the trained model's, else 128); longer texts are cut, said once."),
+    click.option("--tokenizer", default=None, help="Text data: tokenizer (minilm or hf:PATH; default: the text model's)."),
+    click.option("--stream/--no-stream", default=None,
+                 help="Image folders: decode from disk per batch (--stream) or hold as a tensor (--no-stream); default: stream when the decoded folder exceeds the memory budget."),
+    click.option("--workers", type=int, default=0, show_default=True, help="Worker processes decoding a streamed image folder (0: the main process)."),
+    click.option("--crop-scale", type=(float, float), default=None,
+                 help="Streamed folders: area range LO HI of the training random-resized crop (default 0.35 1; 1 1: no random crop)."),
 )
 
 train_options = compose(
@@ -91,11 +101,15 @@ architecture_options = compose(
     click.option("--model-hidden", default=None, help="mlp: hidden widths, e.g. 512,256 (default 256,256)."),
     click.option("--model-dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
                  help="lenet/dtn/mlp: dropout (default: the architecture's own)."),
+    click.option("--model-input-dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+                 help="mlp: dropout on the inputs (e.g. 0.2, as in Hinton et al.'s MNIST nets; default 0)."),
+    click.option("--freeze-encoder", is_flag=True, default=False,
+                 help="Text models (minilm, hf:PATH): the encoder never trains; add --bottleneck-dim N for a trainable layer under the head."),
 )
 
 
-def architecture_kwargs(hidden: str | None, dropout: float | None) -> dict[str, Any]:
-    """``hidden="512,256"``, ``dropout`` -> the keyword arguments of ``create_model`` (only those given)."""
+def architecture_kwargs(hidden: str | None, dropout: float | None, input_dropout: float | None = None) -> dict[str, Any]:
+    """``hidden="512,256"``, ``dropout``, ``input_dropout`` -> the keyword arguments of ``create_model`` (only those given)."""
     from ..distill.api import parse_hidden
 
     kw: dict[str, Any] = {}
@@ -103,6 +117,8 @@ def architecture_kwargs(hidden: str | None, dropout: float | None) -> dict[str, 
         kw["hidden"] = parse_hidden(hidden)
     if dropout is not None:
         kw["dropout"] = dropout
+    if input_dropout is not None:
+        kw["input_dropout"] = input_dropout
     return kw
 
 
@@ -113,11 +129,13 @@ def build_model(
     """A new model of ``arch`` with ``--bottleneck-dim``, ``--model-hidden`` and ``--model-dropout``."""
     from ..models import create_model
 
-    kw = architecture_kwargs(p.get("model_hidden"), p.get("model_dropout"))
+    kw = architecture_kwargs(p.get("model_hidden"), p.get("model_dropout"), p.get("model_input_dropout"))
+    if p.get("freeze_encoder"):
+        kw["frozen"] = True
     try:
         model = create_model(arch, num_classes, input_shape, p.get("bottleneck_dim"), classes=classes, **kw)
     except TypeError:
-        given = ", ".join(f"--model-{k}" for k in kw)
+        given = ", ".join(f"--model-{k.replace('_', '-')}" for k in kw)
         raise TransferkitError(f"--model {arch} does not take {given}; see `transferkit models`") from None
     if preprocess:
         model.spec["preprocess"] = dict(preprocess)  # saved with the model, applied to every later input
@@ -138,9 +156,64 @@ def augment_from(p: dict[str, Any]) -> Augment:
     return Augment(shift=p.get("augment_shift", 0.0), flip=p.get("augment_flip", False), scale=scale)
 
 
-def load(spec: str, p: dict[str, Any], split: str = "train") -> TensorData:
+def load(
+    spec: str, p: dict[str, Any], split: str = "train", size_hint: int | None = None, labelled: bool = True,
+    streamable: bool = False,
+) -> Any:
+    """Data for ``spec``: a :class:`TensorData`, or, where the caller can take one (``streamable``), a
+    :class:`~transferkit.data.streaming.StreamingFolder` for an image folder over the memory budget or with
+    ``--stream`` (see :mod:`transferkit.data.streaming`).
+
+    ``size_hint``: the model's input size, when known (what the folder's memory estimate uses).
+    """
     channels = int(p["channels"]) if p.get("channels") else None
+    from ..data.text import is_text_spec, text_options
+
+    if is_text_spec(spec, p.get("text_column")):
+        return load_data(spec, split, p.get("data_dir"), text=text_options(p))
+    if Path(spec).is_dir() and not streamable and p.get("stream"):
+        raise TransferkitError("--stream: this command (or method) holds its data in memory; drop --stream")
+    if Path(spec).is_dir() and (streamable or not labelled):
+        from ..data.streaming import DEFAULT_CROP_SCALE, check_workers, open_image_folder
+
+        workers = p.get("workers") or 0
+        check_workers(workers)
+        crop = tuple(p["crop_scale"]) if p.get("crop_scale") else DEFAULT_CROP_SCALE
+        return open_image_folder(spec, p.get("image_size"), channels, p.get("on_bad_file", "skip"), stream=p.get("stream"),
+                                 workers=workers, crop_scale=(float(crop[0]), float(crop[1])), size_hint=size_hint,
+                                 labelled=labelled)
     return load_data(spec, split, p.get("data_dir"), p.get("image_size"), channels, p.get("on_bad_file", "skip"))
+
+
+corruption_options = compose(
+    click.option("--corruption", default=None,
+                 help="Corrupt the evaluated/target images (Hendrycks & Dietterich 2019), e.g. gaussian_noise; `transferkit datasets` lists them."),
+    click.option("--severity", type=int, default=None, help="Corruption severity 1-5 (default 5)."),
+    click.option("--corruption-seed", type=int, default=0, show_default=True, help="Seed of the corruption's random draws."),
+)
+
+
+def check_corruption_options(p: dict[str, Any]) -> None:
+    """Refuse a bad ``--corruption``/``--severity`` before any work (one line)."""
+    from ..data.corruptions import check_corruption
+
+    if p.get("corruption"):
+        check_corruption(p["corruption"], 5 if p.get("severity") is None else p["severity"])
+    elif p.get("severity") is not None:
+        raise TransferkitError("--severity sets the level of --corruption; add --corruption NAME (see `transferkit datasets`)")
+
+
+def corrupted(data: TensorData, p: dict[str, Any]) -> TensorData:
+    """``data`` with ``--corruption`` applied at ``--severity`` (unchanged without it)."""
+    if not p.get("corruption"):
+        return data
+    from ..data.corruptions import corrupt_data
+    from ..data.streaming import StreamingFolder
+
+    if isinstance(data, StreamingFolder):
+        raise TransferkitError(f"--corruption needs the images in memory but {data.name} is streamed from disk; add --no-stream")
+
+    return corrupt_data(data, p["corruption"], 5 if p.get("severity") is None else p["severity"], p.get("corruption_seed") or 0)
 
 
 def fit_to_model(
@@ -153,7 +226,17 @@ def fit_to_model(
     same (a user's folder of the same PNG files) gets it here, so a prediction never silently uses
     other preprocessing than training. Then images are resized/converted to ``input_shape``.
     """
+    from ..data.streaming import StreamingFolder
+    from ..data.text import check_text_preprocess
+
+    if not isinstance(data, StreamingFolder):
+        check_text_preprocess(data, preprocess)  # token ids of another tokenizer or length: refused
     want = bool((preprocess or {}).get("invert", False))
+    if isinstance(data, StreamingFolder):  # nothing is decoded here: the workers decode at the model's size
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) != 3:
+            raise TransferkitError(f"{data.name} holds images but the model expects inputs of shape {shape}")
+        return replace(data.conformed(shape[1], shape[0]), preprocess={**data.preprocess, "invert": want})
     if data.is_image and want != bool(data.preprocess.get("invert", False)):
         if not quiet:
             print(f"note: {data.name} inverted (1 - x) as the model's training images were", file=sys.stderr)

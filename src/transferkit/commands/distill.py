@@ -21,7 +21,7 @@ from ..distill import (
     summary_rows,
 )
 from ..distill.losses import parse_losses
-from ..engine import evaluate, resolve_device
+from ..engine import resolve_device
 from ..engine.pipeline import summary as run_summary
 from ..errors import TransferkitError
 from ..models import load_model, parameter_count
@@ -60,15 +60,15 @@ def _data(p: dict[str, Any], shape: list[int], prep: dict[str, Any] | None = Non
         raise TransferkitError("give the training inputs: --data (labelled) or --transfer-data (unlabelled, teacher labels only)")
     if p.get("data") and p.get("transfer_data"):
         raise TransferkitError("give either --data (labelled) or --transfer-data (unlabelled), not both")
-    val = fit_to_model(load(p["val_data"], p), shape, True, prep) if p.get("val_data") else None
+    val = fit_to_model(load(p["val_data"], p, streamable=True), shape, True, prep) if p.get("val_data") else None
     if p.get("transfer_data"):
-        train = fit_to_model(load(p["transfer_data"], p), shape, p["quiet"], prep).unlabeled()
+        train = fit_to_model(load(p["transfer_data"], p, streamable=True), shape, p["quiet"], prep).unlabeled()
     else:
-        train = fit_to_model(load(p["data"], p), shape, p["quiet"], prep)
+        train = fit_to_model(load(p["data"], p, streamable=True), shape, p["quiet"], prep)
         train.require_labels(f"distilling on --data {p['data']} (use --transfer-data for unlabelled inputs)")
         if val is None and p["val_split"] > 0:
             train, val = random_split(train, p["val_split"], p["seed"])
-    test = fit_to_model(load(p["test_data"], p, split="test"), shape, True, prep) if p.get("test_data") else None
+    test = fit_to_model(load(p["test_data"], p, split="test", streamable=True), shape, True, prep) if p.get("test_data") else None
     return train, val, test
 
 
@@ -136,6 +136,9 @@ def distill_cmd(p: dict[str, Any]) -> None:
     ref = test or val or train
     where = ref.name if ref is test or (ref is val and p.get("val_data")) else (
         f"the validation split of {ref.name}" if ref is val else f"the training inputs {ref.name}")
+    from ..data.streaming import bounded_sample, evaluate_source
+
+    ref = bounded_sample(ref)  # a streamed folder: its first 2,000 files
     cmp = compare(teacher.cpu(), student.cpu(), ref.x, ref.y, latency=not p["no_latency"])
     summary["comparison"] = {"data": where, **cmp}
     print(f"teacher vs student on {where} ({cmp['n']} inputs):")
@@ -143,7 +146,7 @@ def distill_cmd(p: dict[str, Any]) -> None:
     print(echo_table(summary_rows(cmp), cols))
     summary["metrics"]["agreement"] = cmp["agreement"]
     if test is not None:
-        summary["test"] = {k: v for k, v in evaluate(student, test).items() if k != "per_class_acc"}
+        summary["test"] = {k: v for k, v in evaluate_source(student, test).items() if k != "per_class_acc"}
         summary["metrics"]["test_acc"] = summary["test"]["acc"]
     summary["headline"] = "test_acc" if test is not None else "val_acc"
     exports = []

@@ -10,7 +10,8 @@ import torch
 
 from ..adapt.tta import TTA_METHODS, adapt_and_predict, create_tta
 from ..data import DATASETS, TensorData, check_classes, check_labels, few_labels, random_split
-from ..engine import RunDir, evaluate, predict_logits, resolve_device
+from ..data.streaming import StreamingFolder, evaluate_source, source_logits
+from ..engine import RunDir, predict_logits, resolve_device
 from ..engine.pipeline import Outcome
 from ..engine.pipeline import summary as run_summary
 from ..errors import TransferkitError
@@ -24,8 +25,11 @@ from .common import (
     augment_from,
     build_model,
     callbacks,
+    check_corruption_options,
     compose,
     config_option,
+    corrupted,
+    corruption_options,
     data_options,
     echo_table,
     fit_to_model,
@@ -48,11 +52,12 @@ split_options = compose(
 )
 
 
-def _splits(p: dict[str, Any], quiet: bool) -> tuple[TensorData, TensorData | None, TensorData | None]:
-    data = load(p["data"], p)
+def _splits(p: dict[str, Any], quiet: bool, size_hint: int | None = None) -> tuple[Any, Any, Any]:
+    """Training, validation and test data (tensors, or streamed folders: see :mod:`transferkit.data.streaming`)."""
+    data = load(p["data"], p, size_hint=size_hint, streamable=True)
     data.require_labels(f"training on {p['data']}")
     check_classes(data, f"training a classifier on {p['data']}")
-    val = load(p["val_data"], p) if p.get("val_data") else None
+    val = load(p["val_data"], p, size_hint=size_hint, streamable=True) if p.get("val_data") else None
     if p.get("labels_per_class"):
         # the unused examples are no validation set: their labels are ones we pretend not to have
         data, _ = few_labels(data, p["labels_per_class"], p["seed"])
@@ -67,7 +72,7 @@ def _splits(p: dict[str, Any], quiet: bool) -> tuple[TensorData, TensorData | No
                   "loss; pass --val-data, or --val-split explicitly to hold out part of the labelled examples", file=sys.stderr)
     elif val is None and p["val_split"] > 0:
         data, val = random_split(data, p["val_split"], p["seed"])
-    test = load(p["test_data"], p, split="test") if p.get("test_data") else None
+    test = load(p["test_data"], p, split="test", size_hint=size_hint, streamable=True) if p.get("test_data") else None
     return data, val, test
 
 
@@ -118,11 +123,17 @@ def _check_test(test: TensorData | None, model: Any, num_classes: int, quiet: bo
 def _finish(p: dict[str, Any], run: RunDir, outcome: Outcome, model: Any, test: TensorData | None, spec: FinetuneSpec) -> dict[str, Any]:
     method = spec.strategy + "".join(f"+{r}" for r in spec.regularizers)
     summary = run_summary(p["command"], method, outcome, command=p["command"], parameters=parameter_count(model))
+    if model.spec.get("lora"):
+        from ..finetune.lora import adapter_size
+
+        summary["lora"] = {**model.spec["lora"], **adapter_size(model)}
+        print(f"LoRA: the run saves {summary['lora']['saved_parameters']:,} parameters ({summary['lora']['saved_bytes']:,} bytes: "
+              f"adapters {summary['lora']['adapter_parameters']:,} + head) of {parameter_count(model):,}")
     if "val" in summary:
         summary["metrics"]["val_acc"] = summary["val"].get("acc")
     if test is not None:
         test = fit_to_model(test, model.spec["input_shape"], True, model.spec.get("preprocess"))
-        summary["test"] = evaluate(model, test.to(outcome.trainer.device))
+        summary["test"] = evaluate_source(model, test.to(outcome.trainer.device))
         summary["metrics"]["test_acc"] = summary["test"]["acc"]
         assert outcome.result.best_epoch is not None  # set by the first epoch (epochs >= 1)
         print(f"test accuracy {summary['test']['acc']:.2f}% on {test.name} (best epoch {outcome.result.best_epoch + 1})")
@@ -183,9 +194,10 @@ def train_cmd(p: dict[str, Any]) -> None:
 
 @click.command("finetune")
 @config_option
-@click.option("--init", "init", required=True, help="Source model: a run folder or checkpoint (.safetensors, or a weights-only .pt state dict with --model).")
+@click.option("--init", "init", default=None, help="Source model: a run folder or checkpoint (.safetensors, or a weights-only .pt state dict with --model).")
 @click.option("--data", required=True, help="Labelled target data (see `transferkit datasets`).")
-@click.option("--model", "arch", default=None, help="Architecture, only when --init is a plain state dict.")
+@click.option("--model", "arch", default=None, help="Architecture when --init is a plain state dict; without --init, a pretrained backbone (efficientnet-lite0, timm:NAME, torchvision:NAME).")
+@click.option("--pretrained", "pretrained_path", default=None, help="Without --init: the --model backbone's weights file (.safetensors or a weights-only .pt; default: the backbone's own weights).")
 @config_options(FinetuneSpec, exclude=("label_smoothing", "joint_weight", "options"))
 @method_options(REGULARIZERS)
 @click.option("--source-data", default=None, help="joint: keep training on this labelled source set (loss = L_target + lambda L_source).")
@@ -203,13 +215,16 @@ def finetune_cmd(p: dict[str, Any]) -> None:
     Example:
       transferkit finetune --init runs/source --data digits --labels-per-class 10 \\
           --strategy partial --regularizer l2sp --run-dir runs/ft
+      transferkit finetune --model efficientnet-lite0 --data photos/ --image-size 96 --strategy lora
     """
     p["command"] = "finetune"
     spec = _spec(p)
     start(p)
     device = resolve_device(p["device"])
-    model = _load_source(p)
-    data, val, test = _splits(p, p["quiet"])
+    model = _load_source(p) if p["init"] else None
+    data, val, test = _splits(p, p["quiet"], _input_size(model))
+    if model is None:
+        model = _pretrained_source(p, data)
     data = fit_to_model(data, model.spec["input_shape"], p["quiet"], model.spec.get("preprocess"))
     val = fit_to_model(val, model.spec["input_shape"], True, model.spec.get("preprocess")) if val is not None else None
     source = None
@@ -224,6 +239,33 @@ def finetune_cmd(p: dict[str, Any]) -> None:
     _finish(p, run, outcome, model, test, spec)
 
 
+def _pretrained_source(p: dict[str, Any], data: Any) -> Any:
+    """``--model NAME`` without ``--init``: a pretrained backbone (its own weights, or ``--pretrained FILE``) and a new head."""
+    from ..models import PRETRAINED
+
+    arch = p.get("arch")
+    if not arch or not (arch in PRETRAINED or arch.startswith(("timm:", "torchvision:", "hf:"))):
+        raise TransferkitError(
+            "finetune starts from a model: pass --init RUN_OR_CHECKPOINT, or --model with a pretrained backbone "
+            f"({', '.join(sorted(PRETRAINED))}, timm:NAME or torchvision:NAME with --pretrained FILE)"
+        )
+    model = create_model(arch, data.num_classes, data.input_shape, p.get("bottleneck_dim"),
+                         pretrained=p.get("pretrained_path") or True, classes=data.classes)
+    if not p["quiet"]:
+        print(f"pretrained {arch}: weights from {model.spec.get('weights')}; input {tuple(model.spec['input_shape'])}, "
+              f"normalised inside the model (mean {model.spec.get('mean')}, std {model.spec.get('std')})", file=sys.stderr)
+    return model
+
+
+def _input_size(model: Any) -> int | None:
+    """The model's square input size (``spec["input_size"]``, else its input shape), or None."""
+    if model is None:
+        return None
+    size = model.spec.get("input_size")
+    shape = list(model.spec.get("input_shape") or [])
+    return int(size) if size else (int(shape[-1]) if len(shape) == 3 else None)
+
+
 def _load_source(p: dict[str, Any]) -> Any:
     from pathlib import Path
 
@@ -232,11 +274,13 @@ def _load_source(p: dict[str, Any]) -> Any:
     _, info = read_checkpoint(p["init"]) if Path(p["init"]).exists() else (None, None)
     if info is None:
         raise TransferkitError(f"--init {p['init']}: no such run folder or checkpoint file")
+    if p.get("pretrained_path"):
+        raise TransferkitError("--pretrained gives a --model backbone's weights when there is no --init; drop one of them")
     if info.get("spec"):
         return load_model(p["init"])
     if not p.get("arch"):
         raise TransferkitError(f"--init {p['init']} is a plain state dict; say which architecture it is with --model")
-    data = load(p["data"], p)
+    data = load(p["data"], p, streamable=True)
     model = create_model(p["arch"], data.num_classes, data.input_shape, p.get("bottleneck_dim"))
     load_init(model, p["init"], skip_head=False)
     return model
@@ -247,12 +291,17 @@ trained_model_options = compose(
     click.option("--overwrite", is_flag=True, default=False, help="Replace --output if it exists."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True),
     data_options,
+    corruption_options,
 )
 
 
-def _trained_model_and_data(p: dict[str, Any]) -> tuple[Any, TensorData]:
+def _trained_model_and_data(p: dict[str, Any], labelled: bool = True) -> tuple[Any, Any]:
+    """The model and the data fitted to it; a folder is streamed when large (always for ``labelled=False``:
+    predict reads a folder in order, one row per file)."""
+    check_corruption_options(p)
     model = load_model(p["model_from"]).to(resolve_device(p["device"]))
-    data = fit_to_model(load(p["data"], p, split="test"), model.spec["input_shape"], False, model.spec.get("preprocess"))
+    data = corrupted(load(p["data"], p, split="test", size_hint=_input_size(model), labelled=labelled, streamable=True), p)
+    data = fit_to_model(data, model.spec["input_shape"], False, model.spec.get("preprocess"))
     return model, data.to(next(model.parameters()).device)
 
 
@@ -267,7 +316,7 @@ def eval_cmd(p: dict[str, Any]) -> None:
     out = guard_output(p["output"], p["overwrite"]) if p["output"] else None
     model, data = _trained_model_and_data(p)
     check_labels(data, model.num_classes)
-    m = evaluate(model, data)
+    m = evaluate_source(model, data)
     print(f"accuracy {m['acc']:.2f}%  loss {m['loss']:.4f}  n {m['n']}  ({data.name})")
     rows = [{"class": model.classes[c] if c < len(model.classes) else c, "acc": f"{a:.2f}"} for c, a in enumerate(m["per_class_acc"])]
     print(echo_table(rows, ["class", "acc"]))
@@ -298,15 +347,23 @@ def predict_cmd(p: dict[str, Any]) -> None:
     if saved is not None and not p["tta"]:
         raise TransferkitError("--save-adapted saves the model adapted by --adapt; add --adapt adabn or --adapt tent")
     options = chosen_options(TTA_METHODS, [p["tta"]] if p["tta"] else [], p, "--adapt method")
-    model, data = _trained_model_and_data(p)
+    model, data = _trained_model_and_data(p, labelled=False)
+    if isinstance(data, StreamingFolder) and p["tta"]:
+        data = data.materialize()  # adapting needs the inputs in order in memory; unreadable files are left out
     if p["tta"]:
         adapter = create_tta(p["tta"], model, **options)
         logits = adapt_and_predict(adapter, data.x, p["tta_batch_size"])
         print(f"adapted with {p['tta']} while predicting ({len(data)} inputs, batches of {p['tta_batch_size']})")
+    elif isinstance(data, StreamingFolder):  # a folder: read in order, one row per readable file
+        logits, pos = source_logits(model, data)
+        names = [data.files[i] for i in pos.tolist()]
     else:
         logits = predict_logits(model, data.x)
     probs = torch.softmax(logits, 1).cpu()
-    write_predictions(out, range(len(probs)), probs, model.classes, name_column="index")
+    if isinstance(data, StreamingFolder):
+        write_predictions(out, names, probs, model.classes, name_column="file")
+    else:
+        write_predictions(out, range(len(probs)), probs, model.classes, name_column="index")
     print(f"wrote {len(probs)} predictions to {out}")
     if saved is not None:
         model.eval()
@@ -321,6 +378,10 @@ def datasets_cmd() -> None:
     print(echo_table(rows, ["name", "shape", "splits", "offline", "description"]))
     print("\nYour own data: an image folder (<class>/<image>), an .npz with X and y, or a .csv table with a 'label' column.")
     print("Files are looked up in --data-dir, then $TRANSFERKIT_DATA_DIR, then ~/.cache/transferkit.")
+    from ..data.corruptions import describe
+
+    print("\nCorruptions of images (eval, predict, adapt --target: --corruption NAME --severity 1-5):")
+    print(echo_table(describe(), ["name", "description", "severity 1-5"]))
 
 
 @click.command("models")

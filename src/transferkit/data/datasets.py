@@ -190,25 +190,63 @@ def load_mnist5k(split: str, data_dir: str | Path | None) -> TensorData:
 
 
 # ------------------------------------------------------------- user sources
-GREY_MODES = ("1", "L", "I", "I;16", "F", "LA")
+GREY_MODES = ("1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "LA", "La")
+WHITE = (255, 255, 255)
+
+
+def pil_to_mode(im: Any, mode: str) -> Any:
+    """A PIL image converted to ``mode`` (``"L"`` or ``"RGB"``) without losing its range.
+
+    PIL's own ``convert`` is right for 8-bit files and CMYK, but clips 16-bit grey PNGs
+    (``I;16``: 0..65535) to 255 and drops transparency to whatever colour lies under it.
+    Here: 16- and 32-bit integer grey is scaled by 65535 (by 255 when no value exceeds 255,
+    an 8-bit image stored wide); float grey (``F``) is taken as [0, 1] when its largest value
+    is at most 1, else as [0, 255]; transparent pixels (RGBA, LA, a palette with a
+    transparent colour) are composited over white; bilevel, palette and CMYK files go through
+    PIL's conversion (Adobe's inverted CMYK JPEGs are undone by PIL's JPEG reader).
+    """
+    from PIL import Image
+
+    if im.mode.startswith("I") or im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            scale = 1.0 if arr.size == 0 or float(np.nanmax(arr)) <= 1.0 else 255.0
+        else:
+            scale = 65535.0 if im.mode.startswith("I;16") or (arr.size and float(arr.max()) > 255) else 255.0
+        grey = np.clip(np.nan_to_num(arr / scale) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        im = Image.fromarray(grey, "L")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("PA", "La", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*WHITE, 255))
+        im = Image.alpha_composite(background, rgba).convert("RGB" if im.mode == "RGBA" else "L")
+    return im if im.mode == mode else im.convert(mode)
+
+
+def default_mode(im: Any) -> str:
+    """``"L"`` for a grey file (any bit depth), else ``"RGB"``."""
+    return "L" if im.mode in GREY_MODES else "RGB"
 
 
 def read_image(path: str | Path, mode: str | None = None, size: tuple[int, int] | None = None) -> tuple[np.ndarray, bool]:
     """One image file as a (C, H, W) float32 array in [0, 1], and whether it had to be converted.
 
     The image is converted to the PIL ``mode`` (``"L"``: C = 1, ``"RGB"``: C = 3; default:
-    ``"L"`` for a grey file, else ``"RGB"``) and resized bilinearly to ``size`` = (H, W)
-    (default: its own size). Raises ``OSError`` or ``ValueError`` for a file that is not
-    a readable image.
+    ``"L"`` for a grey file, else ``"RGB"``; see :func:`pil_to_mode` for 16-bit, CMYK,
+    palette and transparent files) and resized bilinearly to ``size`` = (H, W) (default: its
+    own size). Raises ``OSError`` or ``ValueError`` for a file that is not a readable image.
     """
     from PIL import Image
 
     with Image.open(path) as im:
         im.load()
-        mode = mode or ("L" if im.mode in GREY_MODES else "RGB")
+        mode = mode or default_mode(im)
         size = size or (im.height, im.width)
         changed = im.mode != mode or (im.height, im.width) != size
-        im = im.convert(mode)
+        im = pil_to_mode(im, mode)
         if (im.height, im.width) != size:
             im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.float32) / 255.0
@@ -267,7 +305,7 @@ def load_image_folder(
 
 def _folder_key(root: Path, image_size: int | None, channels: int | None, on_bad_file: str) -> str:
     """A digest of the folder's listing (names, sizes, modification times) and the decoding options."""
-    h = hashlib.sha256(f"{root.resolve()}|{image_size}|{channels}|{on_bad_file}|v1".encode())
+    h = hashlib.sha256(f"{root.resolve()}|{image_size}|{channels}|{on_bad_file}|v2".encode())
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         st = f.stat()
         h.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -588,10 +626,20 @@ def load_data(
     image_size: int | None = None,
     channels: int | None = None,
     on_bad_file: str = "skip",
+    text: Any = None,
 ) -> TensorData:
-    """Load any data spec: ``name[:split]``, a folder, an ``.npz`` or a ``.csv``."""
+    """Load any data spec: ``name[:split]``, a folder, an ``.npz`` or a ``.csv``.
+
+    Text (``amazon:DOMAIN``, ``.tsv``/``.jsonl``/``.txt``, a ``.csv`` with a text column, a folder
+    of ``.txt`` files per class) is tokenised with ``text``, a :class:`~transferkit.data.text.TextOptions`.
+    """
+    from .text import is_text_spec, load_text
     from .transforms import conform
 
+    if is_text_spec(spec, getattr(text, "text_column", None)):
+        if text is None:
+            raise TransferkitError(f"{spec} holds text: say which text model reads it (--model minilm or hf:PATH, or --tokenizer)")
+        return load_text(spec, text, data_dir)
     path = Path(spec)
     if path.exists():
         if path.is_dir():

@@ -75,6 +75,10 @@ def pair_shapes(a: TensorData, b: TensorData, size: int | None, channels: int | 
     return a, b
 
 
+TEXT_TOKEN_DROP = 0.1
+"""Token dropout rate an image augmentation stands for on text (see :class:`Augment`)."""
+
+
 @dataclass
 class Augment:
     """Random translation (pixels), horizontal flip and scale on a whole batch.
@@ -86,12 +90,20 @@ class Augment:
     shift: float = 0.0
     flip: bool = False
     scale: tuple[float, float] | None = None
+    token_drop: float | None = None
+    """Text (integer token ids): the fraction of tokens turned into padding; default 0.1 when any
+    image transform is set (so a method's "strong view" is word dropout on text), else none."""
 
     @property
     def active(self) -> bool:
-        return self.shift > 0 or self.flip or self.scale is not None
+        return self.shift > 0 or self.flip or self.scale is not None or bool(self.token_drop)
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if not x.is_floating_point() and x.dim() == 2:  # token ids (data/text.py)
+            from .text import drop_tokens
+
+            rate = self.token_drop if self.token_drop is not None else (TEXT_TOKEN_DROP if self.active else 0.0)
+            return drop_tokens(x, rate, generator)
         if not self.active or x.dim() != 4:
             return x
         n, _, h, w = x.shape

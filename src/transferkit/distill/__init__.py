@@ -21,6 +21,7 @@ from .api import (
 from .cache import TeacherCache
 from .dkd import DKDLoss
 from .export import FORMATS, ExportCheck, export_model
+from .jitter import PixelJitter
 from .losses import (
     LOSSES,
     AttentionTransfer,
@@ -50,6 +51,7 @@ __all__ = [
     "FitNetLoss",
     "KDLoss",
     "Outputs",
+    "PixelJitter",
     "RKDLoss",
     "TeacherCache",
     "attention_map",

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from ..data import Augment, TensorData, check_labels
+from ..data.streaming import Source, StreamingFolder, evaluate_source, source_stream, take_inputs
 from ..engine import RunDir, TrainConfig
-from ..engine.evaluate import evaluate
-from ..engine.pipeline import Outcome, index_stream
+from ..engine.pipeline import BatchStream, Outcome
 from ..engine.pipeline import train as train_pipeline
 from ..errors import TransferkitError
 from ..models import Classifier, create_model, load_model, read_checkpoint
@@ -172,8 +172,8 @@ def check_classes_agree(teacher: nn.Module, student: nn.Module, data: TensorData
 def distill(
     teacher: nn.Module,
     student: nn.Module,
-    train: TensorData,
-    val: TensorData | None = None,
+    train: Source,
+    val: Source | None = None,
     spec: DistillSpec | None = None,
     config: TrainConfig | None = None,
     batch_size: int = 64,
@@ -191,6 +191,8 @@ def distill(
     ``augment`` is inactive and ``spec.cache_teacher``; otherwise the teacher runs online on each
     augmented batch. The best epoch's weights (validation accuracy, or train loss without ``val``)
     are in ``student`` at the end, with or without a run folder; returns the trainer and the fit result.
+    ``train`` and ``val`` may be streamed image folders (:mod:`transferkit.data.streaming`); a streamed
+    ``train`` is cropped at random by its workers, so the teacher runs online on it.
     """
     spec = spec or DistillSpec()
     config = config or TrainConfig()
@@ -201,21 +203,23 @@ def distill(
     teacher.to(device).eval()
     student.to(device)
     train_d = train.to(device)
-    sample = train_d.x[: min(4, len(train_d))]
+    sample = take_inputs(train_d, torch.arange(min(4, len(train_d))))
     num_classes = check_pair(teacher, student, sample)
-    check_classes_agree(teacher, student, train, num_classes)
+    check_classes_agree(teacher, student, train, num_classes)  # type: ignore[arg-type]  # reads classes and name
     if train_d.y is not None:
-        check_labels(train_d, num_classes)
+        check_labels(train_d, num_classes)  # type: ignore[arg-type]  # reads .y and .name of either source
     val_d = val.to(device) if val is not None else None
     if val_d is not None:
-        check_classes_agree(teacher, student, val, num_classes)
-        check_labels(val_d, num_classes)
+        check_classes_agree(teacher, student, val, num_classes)  # type: ignore[arg-type]
+        check_labels(val_d, num_classes)  # type: ignore[arg-type]
     method = Distill(
         student, teacher, build_losses(spec, teacher, student, sample), spec.losses,
         spec.hint_pairs(), spec.hint_stage, spec.hint_epochs,
     )
     augment = augment if augment is not None and augment.active else None
-    if augment is None and spec.cache_teacher:
+    streamed = isinstance(train_d, StreamingFolder)
+    if augment is None and spec.cache_teacher and not streamed:
+        assert isinstance(train_d, TensorData)
         if cache is None:
             cache = TeacherCache.build(teacher, train_d.x, method.teacher_hooks, keep_embedding="rkd" in spec.losses,
                                        batch_size=config.eval_batch_size)
@@ -227,19 +231,20 @@ def distill(
     else:
         cache = None
         if verbose:
-            why = "random augmentation is on" if augment is not None else "the cache is turned off"
+            why = ("random augmentation is on" if augment is not None else
+                   "the folder is streamed with random crops" if streamed else "the cache is turned off")
             print(f"distill: teacher runs online on every batch because {why}", file=sys.stderr)
-    y_all = train_d.y
+    inner = source_stream(train_d, batch_size, device)  # (idx, x, y): index slices of a tensor, or a streamed folder
 
-    def batch(idx: torch.Tensor, gen: torch.Generator) -> dict[str, Any]:
-        x = train_d.x[idx]
-        if augment is not None:
-            x = augment(x, gen)
-        return {"x": x, "y": None if y_all is None else y_all[idx], "teacher": cache.slice(idx) if cache is not None else None}
+    def batches(epoch: int, gen: torch.Generator) -> Any:
+        for idx, x, y in inner.batches(epoch, gen):
+            if augment is not None:
+                x = augment(x, gen)
+            yield {"x": x, "y": y, "teacher": cache.slice(idx) if cache is not None else None}
 
     return train_pipeline(
-        method, index_stream(len(train_d), batch_size, batch, device), config,
-        validate=(lambda m: evaluate(m.model, val_d, config.eval_batch_size)) if val_d is not None else None,
+        method, BatchStream(batches, inner.steps_per_pass), config,
+        validate=(lambda m: evaluate_source(m.model, val_d, config.eval_batch_size)) if val_d is not None else None,
         run=run, device=device, verbose=verbose, callbacks=callbacks, resume=resume,
     )
 

