@@ -8,6 +8,7 @@ from torch import nn
 
 from transferkit.errors import TransferkitError
 from transferkit.models import (
+    BACKBONE_DOCS,
     BACKBONES,
     Classifier,
     FeatureHooks,
@@ -17,8 +18,20 @@ from transferkit.models import (
     read_checkpoint,
 )
 
+TEXT_ARCHS = {"minilm", "text-bag", "text-tiny"}  # read token ids: tests/test_text*.py
 
-@pytest.mark.parametrize("arch", sorted(BACKBONES))
+
+def test_text_architectures_are_the_ones_this_file_leaves_out():
+    assert {a for a in BACKBONES if "text" in BACKBONE_DOCS[a].lower()} == TEXT_ARCHS
+
+
+@pytest.mark.parametrize("arch", sorted(TEXT_ARCHS))
+def test_text_architectures_refuse_images_in_one_line(arch):
+    with pytest.raises(TransferkitError, match=f"--model {arch} reads text"):
+        create_model(arch, 7, (1, 28, 28))
+
+
+@pytest.mark.parametrize("arch", sorted(set(BACKBONES) - TEXT_ARCHS))
 @pytest.mark.parametrize("shape", [(1, 28, 28), (1, 16, 16), (3, 32, 32)])
 def test_every_architecture_builds_for_each_input_size(arch, shape):
     model = create_model(arch, 7, shape)

@@ -329,3 +329,12 @@ def test_cli_shot_refuses_target_labels(capsys, tmp_path, tables, baselines):
 def test_python_api_refuses_mme_without_labels(shifted):
     with pytest.raises(TransferkitError, match="needs a few labelled target examples"):
         adapt(shifted["source"], shifted["target"], AdaptSpec(method="mme"), TrainConfig(epochs=1), "mlp", verbose=False)
+
+
+def test_fixmatch_strong_view_of_text_drops_more_tokens_than_the_weak_one():
+    ids = torch.randint(1, 500, (64, 40), generator=torch.Generator().manual_seed(0))
+    strong = StrongAugment()(ids, torch.Generator().manual_seed(1))
+    assert strong.dtype == ids.dtype and strong.shape == ids.shape
+    dropped = (strong == 0).float().mean().item()
+    assert 0.2 < dropped < 0.4  # about 0.3 of the tokens (the first, CLS, is kept)
+    assert torch.equal(strong[strong != 0], ids[strong != 0])

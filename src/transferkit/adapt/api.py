@@ -295,6 +295,7 @@ def adapt(
         run.start()  # the adaptation run starts here (stage 1 writes into it)
     if source_model is None:
         if isinstance(model, str):
+            torch.manual_seed(config.seed)  # the initial weights follow the run's seed, from Python as from the CLI
             model = create_model(model, source.num_classes, source.input_shape, bottleneck_dim, classes=source.classes)
         model.to(device)
         if model.num_classes != source.num_classes:

@@ -39,15 +39,22 @@ class StrongAugment:
     ``x' = cutout(clip(a * (A(x) - m) + m + b))`` with ``A`` a random shift (3 px) and zoom
     (0.8-1.2), contrast ``a ~ U(0.6, 1.4)``, brightness ``b ~ U(-0.2, 0.2)`` about the image mean
     ``m``, and one zeroed square of a quarter of the side at a random place. Everything is drawn per
-    image and applied to the whole batch at once. Feature tables pass through unchanged.
+    image and applied to the whole batch at once. Text (integer token ids) gets token dropout at
+    rate ``token_drop`` (0.3; the weak view's is the data augmentation's, 0.1 by default). Feature
+    tables pass through unchanged.
     """
 
     def __init__(self, shift: float = 3.0, scale: tuple[float, float] = (0.8, 1.2), contrast: float = 0.4,
-                 brightness: float = 0.2, cutout: float = 0.25):
+                 brightness: float = 0.2, cutout: float = 0.25, token_drop: float = 0.3):
         self.affine = Augment(shift=shift, scale=scale)
         self.contrast, self.brightness, self.cutout = contrast, brightness, cutout
+        self.token_drop = token_drop
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if not x.is_floating_point():
+            from ..data.text import drop_tokens
+
+            return drop_tokens(x, self.token_drop, generator)
         if x.dim() != 4:
             return x
         n, _, h, w = x.shape

@@ -252,8 +252,12 @@ def _pretrained_source(p: dict[str, Any], data: Any) -> Any:
     model = create_model(arch, data.num_classes, data.input_shape, p.get("bottleneck_dim"),
                          pretrained=p.get("pretrained_path") or True, classes=data.classes)
     if not p["quiet"]:
+        if model.spec.get("mean") is not None:
+            inputs = f"normalised inside the model (mean {model.spec['mean']}, std {model.spec.get('std')})"
+        else:
+            inputs = "token ids from the model's tokenizer"
         print(f"pretrained {arch}: weights from {model.spec.get('weights')}; input {tuple(model.spec['input_shape'])}, "
-              f"normalised inside the model (mean {model.spec.get('mean')}, std {model.spec.get('std')})", file=sys.stderr)
+              f"{inputs}", file=sys.stderr)
     return model
 
 
