@@ -69,7 +69,7 @@ PUBLISHED_TEXT = (
     "Kornblith et al. 2019 (CVPR), CIFAR-10 at 224 px with all 50,000 labels: fine-tuned ImageNet networks reach "
     "about 96-98%, networks trained from random initialisation with a full budget about 93-96%, and logistic "
     "regression on fixed penultimate features about 85-93% (approximate ranges over their 16 networks; the smallest, "
-    "MobileNet v1/v2, are about Lite0's size)."
+    "MobileNet v1/v2, are about Lite0's size; ranges recalled, not checked against the paper's tables offline: verify before quoting)."
 )
 
 

@@ -68,9 +68,9 @@ GANIN_DANN = {"B->D": 78.4, "B->E": 73.3, "B->K": 77.9, "D->B": 72.3, "D->E": 75
 NOTES = """\
 - Published numbers beside ours: Ganin et al. 2016 ("Domain-Adversarial Training of Neural Networks", JMLR 17(59),
   table of the Amazon reviews experiment) train DANN on 5,000-dimensional unigram/bigram features of these reviews
-  (values transcribed from the paper, in `published` of the JSON). Pretrained transformers do much better on the same
+  (values written down from memory of the paper's table, NOT checked against it offline: verify before quoting; in `published` of the JSON). Pretrained transformers do much better on the same
   12 pairs when fine-tuned end to end with domain post-training, e.g. BERT-DAAT (Du, Sun, Wang, Qi, Liao, ACL 2020,
-  "Adversarial and Domain-Aware BERT for Cross-Domain Sentiment Analysis") reports about 90% on average; ours keeps the
+  "Adversarial and Domain-Aware BERT for Cross-Domain Sentiment Analysis") reports about 90% on average (also from memory, unverified); ours keeps the
   encoder frozen and trains a small head on cached MiniLM embeddings, which a 2-core CPU affords for 3 seeds.
 - Checkpoints of the deep adaptation methods are chosen by the IM validator on unlabelled target reviews; target labels
   only report accuracy. Shallow methods have no checkpoints. The few-label rows have no validation set (the last model).
@@ -416,7 +416,7 @@ def write_all(rows: list[dict[str, Any]], ratios: list[dict[str, Any]], extra: d
     rows = [r for r in rows if len(r["seeds"]) >= len(SEEDS)]
     extra = {**extra, "single_runs": [*extra.get("single_runs", []), *single]}
     path = write_results("text_amazon", rows, ratios, extra)
-    published = {(task, "dann (frozen minilm + mlp head)"): f"{v:.1f} (Ganin et al. 2016, DANN, bag of words)" for task, v in GANIN_DANN.items()}
+    published = {(task, "dann (frozen minilm + mlp head)"): f"{v:.1f} (Ganin et al. 2016, DANN, bag of words; from memory, unverified)" for task, v in GANIN_DANN.items()}
     md = [f"# Text transfer on Amazon reviews (MiniLM)\n\n{extra['setup']}. Wall time {extra['wall_s'] / 60:.1f} min.\n",
           markdown_table(rows, published), "\n## Ratios\n"]
     md += [f"- **{r['name']}**: {r['value']:.3f} ({r['detail']})" for r in ratios]
