@@ -126,9 +126,14 @@ STRATEGY = {
 LR = {"lora": 3e-3, "partial": 1e-3, "full": 1e-3, "scratch": 3e-3}
 
 
-def fine_tune(method: str, train: TensorData, steps: int, bs: int, size: int, seed: int) -> Any:
+def fine_tune(method: str, train: TensorData, steps: int, bs: int, size: int, seed: int,
+              scratch_bn_momentum: float | None = None) -> Any:
     seed_everything(seed)
     model = lite(method != "scratch", size)
+    if method == "scratch" and scratch_bn_momentum is not None:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = scratch_bn_momentum
     cfg = TrainConfig(epochs=1, steps=steps, lr=LR[method], schedule="cosine", weight_decay=1e-4, seed=seed)
     finetune(model, train, None, FinetuneSpec(**STRATEGY[method]), cfg, batch_size=bs, augment=Augment(flip=True), verbose=False, callbacks=[])
     return model
@@ -224,6 +229,11 @@ def main() -> None:
     ap.add_argument("--ratio-steps", type=int, nargs=2, default=[3, 3], help="engine-vs-plain: steps per repeat, repeats")
     ap.add_argument("--probe-ratio", type=int, nargs=2, default=[64, 25], help="cached-vs-uncached probe: images, epochs")
     ap.add_argument("--name", default="pretrained_cifar10")
+    ap.add_argument("--methods", nargs="+", choices=list(STRATEGY), default=list(STRATEGY),
+                    help="fine-tuning section: which strategies (and scratch) to run")
+    ap.add_argument("--scratch-bn-momentum", type=float, default=None,
+                    help="batch-norm momentum of the scratch network (the Lite port's is 0.01, TensorFlow's 0.99: "
+                         "its running statistics need thousands of steps; 0.1 is PyTorch's default)")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                     help="run these sections (distill needs finetune); the parts are joined with --merge")
     ap.add_argument("--merge", nargs="+", default=None, help="join the results files of separately run sections into --name")
@@ -268,19 +278,22 @@ def main() -> None:
         teachers: dict[str, Any] = {}
         lora_info: dict[str, Any] = {}
         for k, steps in zip(args.labels, args.steps, strict=True):
-            for method in ("lora", "partial", "full", "scratch"):
+            for method in args.methods:
                 t = time.perf_counter()
                 vals = []
                 for s in args.seeds:
                     idx = sample_per_class(yp, k, s)
                     train = TensorData(pool.x[idx], yp[idx], CLASSES, f"cifar10-{k}pc")
-                    model = fine_tune(method, train, steps, min(args.batch_size, len(idx)), size, s)
+                    model = fine_tune(method, train, steps, min(args.batch_size, len(idx)), size, s, args.scratch_bn_momentum)
                     vals.append(acc(model, test))
                     if method == "lora" and not lora_info:
                         lora_info = {**adapter_size(model), "parameters": parameter_count(model)}
                     if k == max(args.labels) and s == args.seeds[0] and method != "scratch":
                         teachers[method] = model
-                rows.append(row(f"{k} labels/class", method, vals, time.perf_counter() - t, "last step"))
+                name = method
+                if method == "scratch" and args.scratch_bn_momentum is not None:
+                    name = f"scratch, BN momentum {args.scratch_bn_momentum:g}"
+                rows.append(row(f"{k} labels/class", name, vals, time.perf_counter() - t, "last step"))
                 print(rows[-1], flush=True)
         notes["lora_saved"] = lora_info
         notes["budget"] = {f"{k} labels/class": f"{st} steps of batch {args.batch_size}" for k, st in zip(args.labels, args.steps, strict=True)}
