@@ -95,6 +95,9 @@ def args() -> argparse.Namespace:
     ap.add_argument("--maml-batch", type=int, default=8)
     ap.add_argument("--maml-inner-lr", type=float, default=0.03,
                     help="MAML inner step size (training and test); chosen on meta-train tasks at initialisation, see the protocol")
+    ap.add_argument("--maml-global-pool", action="store_true",
+                    help="MAML: average the last 2x2 conv4 map (64 features, as the MAML paper's Omniglot network) "
+                         "instead of flattening it (256)")
     ap.add_argument("--methods", nargs="+", default=["protonet", "maml"], choices=["protonet", "maml"], help="which rows to run")
     ap.add_argument("--no-speed", action="store_true", help="skip the vmap / loop speed test")
     ap.add_argument("--maml-queries", type=int, default=3)
@@ -118,7 +121,8 @@ def train_eval(method: str, data: Any, split: dict[str, list[int]], ways: int, s
     spec = MetaSpec(method=method, ways=ways, shots=shots, queries=queries, meta_batch=batch, inner_steps=1,
                     inner_lr=a.maml_inner_lr, eval_inner_steps=a.maml_eval_steps, first_order=first_order, episodes_per_epoch=steps,
                     rotations=True)
-    learner = build_learner(create_model("conv4", ways, data.input_shape), spec)
+    pool = {"global_pool": True} if method == "maml" and a.maml_global_pool else {}
+    learner = build_learner(create_model("conv4", ways, data.input_shape, **pool), spec)
     train_s = EpisodeSampler(data, split["train"], ways, shots, queries, rotations=True)
     t0 = time.perf_counter()
     meta_train(learner, train_s, spec, TrainConfig(epochs=1, lr=1e-3, seed=seed, schedule=schedule), verbose=False, callbacks=[],
@@ -246,7 +250,8 @@ def main() -> None:
                 train = (f"one model per seed: {u0['ways']}-way 1-shot, {u0['queries']} queries/class, {u0['steps']} meta-iterations x "
                          f"{u0['batch']} task(s), Adam 1e-3, {u0['schedule']} lr schedule, {aug_text}")
             else:
-                train = (f"{u0['ways']}-way 1-shot, {u0['steps']} meta-iterations x {u0['batch']} tasks, {u0['queries']} queries/class, "
+                train = (f"conv4 {'averaged (64 features)' if a.maml_global_pool else 'flattened (256 features)'}, "
+                         f"{u0['ways']}-way 1-shot, {u0['steps']} meta-iterations x {u0['batch']} tasks, {u0['queries']} queries/class, "
                          f"1 inner step lr {a.maml_inner_lr} ({a.maml_eval_steps} at test), Adam 1e-3, {u0['schedule']} lr schedule")
             details.append({"task": name, "method": label, "ci95": [u["results"][name]["ci95"] for u in runs], "episodes": a.test_episodes,
                             "train_s_per_seed": round(statistics.fmean(u["train_s"] for u in runs), 1), "train": train})

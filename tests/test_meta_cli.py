@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from transferkit.cli import main
@@ -143,4 +144,19 @@ def test_bad_augment_scale_for_meta_train(tmp_path, capsys):
 def test_batch_size_is_refused_with_a_pointer_to_meta_batch(tmp_path, capsys):
     rc = main(["meta", "train", "--data", "digits", "--batch-size", "32", "--run-dir", str(tmp_path / "r"), "--quiet"])
     assert rc == 2 and "meta train does not use --batch-size" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_global_pool_is_saved_with_the_model_and_refused_off_conv4(tmp_path, capsys):
+    from transferkit.models import load_model
+
+    run = tmp_path / "gp"
+    assert main(["meta", "train", "--data", "digits", "--method", "fomaml", "--ways", "2", "--queries", "2", "--epochs", "1",
+                 "--episodes-per-epoch", "2", "--meta-batch", "2", "--test-episodes", "0", "--global-pool",
+                 "--run-dir", str(run), "--quiet"]) == 0
+    model = load_model(next(run.glob("*.safetensors")))
+    assert model.spec["kwargs"] == {"global_pool": True}
+    assert isinstance(model.backbone.block4[1], torch.nn.AdaptiveAvgPool2d)
+    rc = main(["meta", "train", "--data", "digits", "--model", "mlp", "--ways", "2", "--global-pool", "--run-dir", str(tmp_path / "r"), "--quiet"])
+    assert rc == 2 and "--global-pool is a conv4 option; --model mlp does not take it" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

@@ -122,3 +122,19 @@ def test_bare_backbone_state_dict_must_fit(tmp_path):
     torch.save({"foo.weight": torch.zeros(3)}, tmp_path / "foreign.pt")
     with pytest.raises(TransferkitError, match="does not fit this backbone"):
         load_init(fresh, tmp_path / "foreign.pt", skip_head=True)
+
+
+def test_conv4_global_pool_averages_the_last_map_and_survives_a_roundtrip(tmp_path):
+    flat = create_model("conv4", 5, (1, 28, 28))
+    pooled = create_model("conv4", 5, (1, 28, 28), global_pool=True).eval()
+    assert flat.head.in_features == 256 and pooled.head.in_features == 64
+    x = torch.rand(4, 1, 28, 28)
+    feats = pooled.features(x)
+    block4 = pooled.backbone.block4[0]  # conv, BN, pool, ReLU: the map before the average
+    h = x
+    for name in ("block1", "block2", "block3"):
+        h = getattr(pooled.backbone, name)(h)
+    assert torch.allclose(feats, block4(h).mean((2, 3)), atol=1e-6)
+    pooled.save(tmp_path / "m.safetensors")
+    again = load_model(tmp_path / "m.safetensors").eval()
+    assert again.head.in_features == 64 and torch.allclose(again(x), pooled(x))

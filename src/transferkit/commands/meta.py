@@ -88,6 +88,9 @@ def meta_group() -> None:
 @click.option("--data", required=True, help="Labelled data whose classes become few-shot tasks (omniglot:small, digits, a folder...), or 'sinusoid' (MAML's regression demo).")
 @click.option("--method", type=click.Choice(LEARNERS.names()), default="protonet", show_default=True, help="; ".join(f"{k}: {v}" for k, v in LEARNERS.docs().items()))
 @click.option("--model", "arch", default="conv4", show_default=True, help="Architecture (conv4 is the few-shot standard; mlp for feature tables).")
+@click.option("--global-pool", is_flag=True, default=False,
+              help="conv4: average the last feature map (64 features, the MAML paper's Omniglot network) instead of flattening it "
+                   "(256 on 28x28); the head's curvature, and so the largest inner lr that does not overshoot, depends on it.")
 @config_options(MetaSpec, exclude=("method", "loss", "episodes_per_epoch", "val_episodes"))
 @click.option("--split-by", type=click.Choice(["class", "alphabet"]), default="class", show_default=True, help="Split classes into meta-train/val/test individually, or by group (the part of the class name before '/', e.g. the Omniglot alphabet).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, help="Fraction of classes (or groups) for meta-validation (model selection).")
@@ -104,6 +107,8 @@ def meta_train_cmd(p: dict[str, Any]) -> None:
     if p["batch_size"] != 64:  # the shared training option's default
         raise TransferkitError("meta train does not use --batch-size: a step is --meta-batch tasks of --ways x (--shots + --queries) "
                                "examples; set those instead")
+    if p["global_pool"] and p["arch"] != "conv4":
+        raise TransferkitError(f"--global-pool is a conv4 option; --model {p['arch']} does not take it")
     start(p)
     device = resolve_device(p["device"])
     sinusoid = p["data"] == SINUSOID
@@ -123,7 +128,8 @@ def meta_train_cmd(p: dict[str, Any]) -> None:
         train_s = EpisodeSampler(data, split["train"], p["ways"], p["shots"], p["queries"], p["rotations"])
         val_s = EpisodeSampler(data, split["val"], p["ways"], p["shots"], p["queries"], p["rotations"]) if split["val"] else None
         test_s = EpisodeSampler(data, split["test"], p["ways"], p["shots"], p["queries"], p["rotations"])
-        model = create_model(p["arch"], p["ways"], data.input_shape, classes=[f"way{i}" for i in range(p["ways"])])
+        pool = {"global_pool": True} if p["global_pool"] else {}
+        model = create_model(p["arch"], p["ways"], data.input_shape, classes=[f"way{i}" for i in range(p["ways"])], **pool)
         if data.preprocess:
             model.spec["preprocess"] = dict(data.preprocess)  # saved with the model; few-shot applies it again
     learner = build_learner(model, spec)

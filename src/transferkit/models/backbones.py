@@ -139,11 +139,16 @@ def resnet20(input_shape: Sequence[int]) -> nn.Module:
 
 
 @register_backbone("conv4", "Conv-4 few-shot backbone (4 x conv3x3-64, BN, max-pool, ReLU)")
-def conv4(input_shape: Sequence[int], width: int = 64) -> nn.Module:
+def conv4(input_shape: Sequence[int], width: int = 64, global_pool: bool = False) -> nn.Module:
     """Four blocks of conv 3x3 -> batch norm -> 2x2 max-pool -> ReLU (Vinyals et al. 2016).
 
     The usual order is ReLU then pool; the two commute exactly (``max(relu(a), relu(b)) =
     relu(max(a, b))``), and pooling first runs the ReLU on a quarter of the elements.
+
+    The last feature map is flattened (28x28 input: 2x2x64 = 256 features). ``global_pool=True``
+    averages it instead (64 features), as the MAML paper's Omniglot network does. The head's
+    curvature grows with the squared feature norm, so an inner-loop step size tuned for the
+    averaged features (MAML: 0.4) overshoots on the flattened ones.
     """
     c, _h, _ = _need_image("conv4", input_shape)
 
@@ -151,7 +156,8 @@ def conv4(input_shape: Sequence[int], width: int = 64) -> nn.Module:
         return nn.Sequential(nn.Conv2d(cin, width, 3, padding=1), nn.BatchNorm2d(width), nn.MaxPool2d(2, ceil_mode=True), nn.ReLU())
 
     groups = {f"block{i + 1}": block(c if i == 0 else width) for i in range(4)}
-    groups["block4"] = nn.Sequential(groups["block4"], nn.Flatten())
+    tail: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if global_pool else [nn.Flatten()]
+    groups["block4"] = nn.Sequential(groups["block4"], *tail)
     return SequentialBackbone(groups, input_shape)
 
 
