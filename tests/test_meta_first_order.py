@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from transferkit.engine import TrainConfig
-from transferkit.meta import MAML, Episode, MetaSpec, build_learner, meta_train
+from transferkit.meta import (
+    MAML,
+    Episode,
+    MetaSpec,
+    build_learner,
+    first_order_agreement,
+    meta_train,
+)
 from transferkit.meta.api import warn_if_inner_step_overshoots
 from transferkit.models import Classifier, create_model
 
@@ -167,3 +174,31 @@ def test_meta_train_warns_when_the_inner_step_overshoots():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         meta_train(learner, Tasks(), spec, TrainConfig(epochs=1), verbose=False, callbacks=[])
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.4, 0.5, 0.8])
+def test_first_order_agreement_matches_the_closed_form_cosine(alpha):
+    model = linear_model()
+    ep = regression_episode()
+    fo, so = closed_form(model, ep, alpha)
+    expected = float(F.cosine_similarity(fo, so, dim=0))
+    learner = MAML(model, inner_lr=alpha, first_order=True, loss="mse", ways=1)
+    assert first_order_agreement(learner, ep) == pytest.approx(expected, abs=1e-10)
+    assert learner.first_order and model.head.weight.grad is None  # the check leaves the learner as it was
+
+
+def test_an_uphill_first_order_step_is_warned_although_the_support_loss_falls():
+    # 1 / lambda_max < alpha < 2 / lambda_max: the step still lowers the support loss, but (I - alpha H_S) flips the
+    # sharpest direction and the first-order meta-gradient points uphill (the Omniglot conv4 case at inner lr 0.03)
+    ep = regression_episode()
+    uphill = MAML(linear_model(), inner_lr=0.5, first_order=True, loss="mse", ways=1)
+    before, after = uphill.support_loss_change(ep)
+    assert after < before and first_order_agreement(uphill, ep) < 0
+    with pytest.warns(UserWarning, match="first-order meta-gradient of a first meta-batch points uphill"):
+        assert warn_if_inner_step_overshoots(uphill, ep)
+    second = MAML(linear_model(), inner_lr=0.5, first_order=False, loss="mse", ways=1)  # second order is exact: no warning
+    fine = MAML(linear_model(), inner_lr=0.1, first_order=True, loss="mse", ways=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not warn_if_inner_step_overshoots(second, ep)
+        assert not warn_if_inner_step_overshoots(fine, ep)

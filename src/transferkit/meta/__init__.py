@@ -16,7 +16,7 @@ from .api import (
 )
 from .episodes import Episode, EpisodeSampler, class_groups, rotate_batch, split_classes
 from .learner import LEARNERS, MetaLearner, batch_stat_norm, use_batch_statistics
-from .maml import ANIL, MAML
+from .maml import ANIL, MAML, first_order_agreement
 from .protonet import ProtoNet, prototypes, squared_distances
 from .reptile import Reptile
 from .sinusoid import SinusoidTasks, sinusoid_model
@@ -37,6 +37,7 @@ __all__ = [
     "build_learner",
     "class_groups",
     "few_shot_predict",
+    "first_order_agreement",
     "meta_train",
     "prototypes",
     "rotate_batch",

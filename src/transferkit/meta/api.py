@@ -25,7 +25,7 @@ from ..models import Classifier
 from ..options import as_dict, check, option
 from .episodes import Episode
 from .learner import LEARNERS, MetaLearner
-from .maml import MAML
+from .maml import MAML, first_order_agreement
 from .protonet import ProtoNet
 
 TASK_MODES: dict[str, str] = {
@@ -151,7 +151,8 @@ def meta_train(
 
 
 def warn_if_inner_step_overshoots(learner: MAML, episode: Episode) -> bool:
-    """Warn (and return True) when the inner loop raises the mean support loss of ``episode`` (the initial weights).
+    """Warn (and return True) when the inner loop raises the mean support loss of ``episode`` (the initial weights),
+    or, for first-order MAML, when its meta-gradient points uphill on the MAML objective (:func:`first_order_agreement`).
 
     The MAML paper's ``inner_lr = 0.4`` was set for its own TensorFlow network; on transferkit's
     conv4 (PyTorch initialisation, batch norm with a learnt scale, 2x2x64 features) the same step
@@ -165,6 +166,16 @@ def warn_if_inner_step_overshoots(learner: MAML, episode: Episode) -> bool:
             f"--inner-lr {learner.inner_lr:g} overshoots for this model; lower it until one inner step lowers the loss "
             "(first-order MAML cannot learn around an overshooting step)", UserWarning, stacklevel=3)
         return True
+    if learner.first_order:
+        cos = first_order_agreement(learner, episode)
+        if cos < 0:
+            warnings.warn(
+                f"at --inner-lr {learner.inner_lr:g} the first-order meta-gradient of a first meta-batch points uphill on the "
+                f"MAML objective (cosine {cos:+.2f} with the exact one): the first-order approximation is poor at this step on "
+                "this model although the step lowers the support loss, so expect first order to trail second order; train "
+                "second order, or try a smaller --inner-lr (transferkit.meta.first_order_agreement measures it)",
+                UserWarning, stacklevel=3)
+            return True
     return False
 
 

@@ -117,6 +117,32 @@ class MAML(MetaLearner):
         return before / episode.num_tasks, after / episode.num_tasks
 
 
+def _meta_gradient(learner: MAML, episode: Episode, first_order: bool) -> Tensor:
+    """The flattened meta-gradient of ``episode`` at the current weights, of either order (no ``.grad`` touched)."""
+    was = learner.first_order
+    learner.first_order = first_order  # also switches batch norm to the plain ops a double backward needs
+    try:
+        params = [p for p in learner.model.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(learner.meta_loss(episode), params, allow_unused=True)
+    finally:
+        learner.first_order = was
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params, strict=True)])
+
+
+def first_order_agreement(learner: MAML, episode: Episode) -> float:
+    """Cosine between the first-order and the exact (second-order) meta-gradient of ``episode``.
+
+    First-order MAML replaces ``d phi / d theta = prod_j (I - alpha H_j)`` by ``I``. That holds while
+    ``alpha H`` is small; once ``alpha`` exceeds ``1 / lambda`` for the large curvatures ``lambda`` of
+    the support loss, ``(I - alpha H)`` flips those directions, and the first-order meta-gradient can
+    point *uphill* on the MAML objective (cosine < 0) even though the inner step still lowers the
+    support loss (any ``alpha < 2 / lambda`` does). Costs one second-order meta-gradient.
+    """
+    fo = _meta_gradient(learner, episode, True)
+    so = _meta_gradient(learner, episode, False)
+    return float(torch.nn.functional.cosine_similarity(fo, so, dim=0))
+
+
 LEARNERS.add("fomaml", "first-order MAML (Finn et al. 2017, Sec. 5.2)", MAML)
 
 
