@@ -160,3 +160,20 @@ def test_global_pool_is_saved_with_the_model_and_refused_off_conv4(tmp_path, cap
     rc = main(["meta", "train", "--data", "digits", "--model", "mlp", "--ways", "2", "--global-pool", "--run-dir", str(tmp_path / "r"), "--quiet"])
     assert rc == 2 and "--global-pool is a conv4 option; --model mlp does not take it" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_zero_head_is_recorded_and_used_again_by_eval(tmp_path, monkeypatch):
+    import yaml
+
+    run = tmp_path / "zh"
+    assert main(["meta", "train", "--data", "digits", "--method", "fomaml", "--zero-head", "--ways", "2", "--queries", "2",
+                 "--epochs", "1", "--episodes-per-epoch", "2", "--meta-batch", "2", "--test-episodes", "0",
+                 "--run-dir", str(run), "--quiet"]) == 0
+    assert yaml.safe_load((run / "meta.yaml").read_text())["spec"]["zero_head"] is True
+    from transferkit.commands import meta as meta_cmd
+
+    built = []
+    real = meta_cmd.build_learner
+    monkeypatch.setattr(meta_cmd, "build_learner", lambda model, spec: built.append(real(model, spec)) or built[-1])
+    assert main(["meta", "eval", "--model-from", str(run), "--episodes", "4"]) == 0
+    assert built and built[0].zero_head

@@ -202,3 +202,22 @@ def test_an_uphill_first_order_step_is_warned_although_the_support_loss_falls():
         warnings.simplefilter("error")
         assert not warn_if_inner_step_overshoots(second, ep)
         assert not warn_if_inner_step_overshoots(fine, ep)
+
+
+def test_zero_head_first_step_is_the_prototype_classifier_and_the_head_gets_no_meta_gradient():
+    # from W = 0 the support loss's gradient reaches only the head: W' = alpha (Y - 1/N)^T F / n, b' = alpha mean(Y - 1/N)
+    ep = classification_episode(tasks=2)
+    model = tiny_classifier()
+    learner = MAML(model, inner_lr=0.3, first_order=True, zero_head=True)
+    sx, sy = ep.support_x[0], ep.support_y[0]
+    fast = learner.adapt(sx, sy)
+    feats = model.features(sx).detach()
+    target = F.one_hot(sy, 3).double() - 1 / 3
+    assert torch.allclose(fast["head.weight"], 0.3 * target.T @ feats / len(sx), atol=1e-12)
+    assert torch.allclose(fast["head.bias"], 0.3 * target.mean(0), atol=1e-12)
+    assert torch.equal(fast["backbone.fc1.0.weight"], model.backbone.fc1[0].weight)  # no gradient reaches the body at W = 0
+    model.zero_grad(set_to_none=True)
+    learner.meta_loss(ep, vectorise=False).backward()
+    assert model.head.weight.grad is None and model.backbone.fc1[0].weight.grad.abs().sum() > 0
+    plain = MAML(tiny_classifier(), inner_lr=0.3, first_order=True)
+    assert not torch.allclose(plain.adapt(sx, sy)["head.weight"], fast["head.weight"])

@@ -73,6 +73,8 @@ class MetaSpec:
     inner_lr: float = option(0.4, "Inner-loop step size alpha.", min=0, min_open=True)
     eval_inner_steps: int | None = option(None, "Inner steps at evaluation (default: --inner-steps).", min=1)
     first_order: bool = option(False, "MAML/ANIL: drop second derivatives (FOMAML).")
+    zero_head: bool = option(False, "MAML/ANIL: start every task's inner loop from a zero head (the zeroing trick of Kao et al. 2022): "
+                                    "the first inner step is a prototype classifier.")
     episodes_per_epoch: int = option(100, "Meta-batches per epoch.", min=1)
     val_episodes: int = option(100, "Validation episodes per epoch.", min=1)
     rotations: bool = option(False, "Add 90/180/270-degree rotations of each class as new classes (Omniglot convention).")
