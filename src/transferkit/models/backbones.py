@@ -147,8 +147,9 @@ def conv4(input_shape: Sequence[int], width: int = 64, global_pool: bool = False
 
     The last feature map is flattened (28x28 input: 2x2x64 = 256 features). ``global_pool=True``
     averages it instead (64 features), as the MAML paper's Omniglot network does. The head's
-    curvature grows with the squared feature norm, so an inner-loop step size tuned for the
-    averaged features (MAML: 0.4) overshoots on the flattened ones.
+    curvature grows with the squared feature norm, so MAML's inner step must be smaller on the
+    flattened features: on 5-way Omniglot at initialisation one step lowers the support loss up to
+    about 0.05 flattened and 0.2 averaged (both overshoot at the paper's 0.4).
     """
     c, _h, _ = _need_image("conv4", input_shape)
 
