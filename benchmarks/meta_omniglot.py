@@ -39,6 +39,7 @@ Runs go to a pool of --jobs processes (one thread each) after the speed test, wh
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import statistics
 import sys
@@ -109,6 +110,7 @@ def args() -> argparse.Namespace:
     ap.add_argument("--speed-chunk", type=int, default=4, help="also time vmap over chunks of this many tasks")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process (1 is fastest on a crowded shared CPU)")
     ap.add_argument("--name", default="meta_omniglot", help="results file stem under benchmarks/results/")
+    ap.add_argument("--unit-cache", default=None, help="folder keeping each finished MAML run (resume after an interruption)")
     ap.add_argument("--jobs", type=int, default=2, help="meta-training runs in parallel processes (the speed test runs alone first)")
     ap.add_argument("--proto-augment-shift", type=float, default=3.0, help="ProtoNet training: random shift of up to N pixels")
     ap.add_argument("--proto-augment-scale", type=float, nargs=2, default=[0.8, 1.2], metavar=("LO", "HI"), help="ProtoNet training: random zoom")
@@ -235,11 +237,21 @@ def inner_lr_check(data: Any, split: dict[str, list[int]], global_pool: bool, ze
 
 def run_unit(unit: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
     """One meta-training run (a worker process, one thread): returns its per-setting results and times."""
+    cache = None
+    if a.unit_cache and unit["method"] == "maml":
+        key = (f"maml-{'fo' if unit['first_order'] else 'so'}-{unit['ways']}w-seed{unit['seed']}-steps{unit['steps']}x{unit['batch']}"
+               f"-lr{a.maml_inner_lr}-pool{int(a.maml_global_pool)}-zero{int(a.maml_zero_head)}-ep{a.test_episodes}.json")
+        cache = Path(a.unit_cache) / key
+        if cache.is_file():
+            return {**unit, **json.loads(cache.read_text())}
     torch.set_num_threads(a.threads)
     data = load_data("omniglot:small")
     split = split_classes(data.classes, 0.0, 0.25, by_group=True, seed=0)
     res, tt, w = train_eval(unit["method"], data, split, unit["ways"], 1, unit["queries"], unit["steps"], unit["batch"],
                             unit["seed"], unit["tests"], a, unit["first_order"], unit["schedule"], unit.get("augment"))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"results": res, "train_s": tt, "wall_s": w}))
     return {**unit, "results": res, "train_s": tt, "wall_s": w}
 
 
