@@ -198,10 +198,13 @@ def unsupervised_rows(tasks: list[str]) -> list[dict[str, Any]]:
     path = RESULTS / "adapt_digits.json"
     if not path.is_file():
         return []
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["task"] in tasks and r["selection"] == "im (unsupervised)"]
+    def base(task: str) -> str:  # "U->M (previous run)": rows that adapt_digits.md keeps from an earlier run
+        return task.split(" (")[0]
+
+    rows = [r for r in json.loads(path.read_text())["rows"] if base(r["task"]) in tasks and r["selection"] == "im (unsupervised)"]
     out = []
     for task in tasks:
-        mine = [r for r in rows if r["task"] == task]
+        mine = [r for r in rows if base(r["task"]) == task]
         if not mine:
             continue
         src = next(r for r in mine if r["method"] == "source-only")
