@@ -198,7 +198,7 @@ def unsupervised_rows(tasks: list[str]) -> list[dict[str, Any]]:
     path = RESULTS / "adapt_digits.json"
     if not path.is_file():
         return []
-    def base(task: str) -> str:  # "U->M (previous run)": rows that adapt_digits.md keeps from an earlier run
+    def base(task: str) -> str:  # "U->M (previous run)": a label adapt_digits.json has used for rows kept from an earlier run
         return task.split(" (")[0]
 
     rows = [r for r in json.loads(path.read_text())["rows"] if base(r["task"]) in tasks and r["selection"] == "im (unsupervised)"]
