@@ -149,7 +149,7 @@ def student_pair(seed: int, a: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--teacher-epochs", type=int, default=20)
+    ap.add_argument("--teacher-epochs", type=int, default=60)
     ap.add_argument("--student-epochs", type=int, default=12)
     ap.add_argument("--teacher-dropout", type=float, default=0.5)
     ap.add_argument("--teacher-input-dropout", type=float, default=0.2)
