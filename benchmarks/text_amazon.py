@@ -87,8 +87,9 @@ NOTES = """\
   longer), no post-training on unlabelled reviews (the 4,000 unlabelled reviews a domain are not in the local mirror),
   one CPU. The end-to-end rows (one seed; the run was stopped for the session's CPU time after the books source and
   D->B source-only, rows rebuilt from its log) show it: MiniLM fine-tuned end to end on the source alone (150 steps
-  of 16) reaches 86.4 / 87.3 / 89.0 on B->D / B->E / B->K and 86.7 on D->B, against 78.3 / 80.6 on the frozen
-  encoder for B->D, and within 1.7-3.3 points of BERT-DAAT; DANN end to end from that model gives 87.2 on B->D (+0.8).
+  of 16) reaches 86.4 / 87.3 / 89.0 on B->D / B->E / B->K and 86.7 on D->B, against 80.5 (source-only) and 80.4
+  (DANN) on the frozen encoder for B->D, and within 1.7-4.2 points of BERT-DAAT; DANN end to end from that model
+  gives 87.2 on B->D (+0.8).
 - Shallow methods on the embeddings do not help here: CORAL is under source-only on 8 of 12 pairs (mean -0.8), TCA
   (20 components, fitted on 600 + 600 reviews) loses 4.5 points: the embeddings are L2-normalised sentence vectors
   whose domain differences are not second-order statistics; reported as measured.
