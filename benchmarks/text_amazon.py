@@ -280,6 +280,14 @@ def cross_domain_rows(z: dict[str, torch.Tensor], data: dict[str, TensorData], a
     return rows
 
 
+def full_finetune(model: Classifier, data: TensorData, steps: int, batch: int, seed: int = 0) -> Classifier:
+    """The benchmark's full fine-tuning recipe: lr 5e-5, layer-wise decay 0.9, head x20, cosine, 10% warm-up."""
+    spec = FinetuneSpec(strategy="full", lr_decay=0.9, head_lr_mult=20.0)
+    cfg = TrainConfig(epochs=10, steps=steps, lr=5e-5, seed=seed, schedule="cosine", warmup_epochs=1.0)
+    finetune(model, data, None, spec, cfg, batch_size=batch, verbose=False)
+    return model
+
+
 def end_to_end_rows(data: dict[str, TensorData], args: argparse.Namespace) -> list[dict[str, Any]]:
     """MiniLM fine-tuned end to end, one seed (a 2-core CPU affords no more): source-only per source domain
     (``--e2e-steps`` steps of 16 on its 2,000 reviews, the teacher's recipe), scored on the other three domains;
@@ -291,10 +299,7 @@ def end_to_end_rows(data: dict[str, TensorData], args: argparse.Namespace) -> li
     for src in DOMAINS:
         t = time.perf_counter()
         torch.manual_seed(0)
-        model = create_model(ENCODER, 2, data[src].input_shape, classes=classes, normalize=False)
-        spec = FinetuneSpec(strategy="full", lr_decay=0.9, head_lr_mult=20.0)
-        cfg = TrainConfig(epochs=10, steps=args.e2e_steps, lr=5e-5, seed=0, schedule="cosine", warmup_epochs=1.0)
-        finetune(model, data[src], None, spec, cfg, batch_size=16, verbose=False)
+        model = full_finetune(create_model(ENCODER, 2, data[src].input_shape, classes=classes, normalize=False), data[src], args.e2e_steps, 16)
         t_src = time.perf_counter() - t
         for tgt in DOMAINS:
             if tgt == src:
@@ -332,9 +337,7 @@ def fine_tuned_teacher(train_d: TensorData, args: argparse.Namespace) -> tuple[C
         log(f"teacher read from {path}")
     else:
         torch.manual_seed(0)
-        spec = FinetuneSpec(strategy="full", lr_decay=0.9, head_lr_mult=20.0)
-        cfg = TrainConfig(epochs=10, steps=args.teacher_steps, lr=5e-5, seed=0, schedule="cosine", warmup_epochs=1.0)
-        finetune(teacher, train_d, None, spec, cfg, batch_size=16, verbose=False)
+        full_finetune(teacher, train_d, args.teacher_steps, 16)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(path))
     teacher.eval()
