@@ -174,15 +174,21 @@ def tfidf(texts: list[str], y: np.ndarray, tr: torch.Tensor, te: torch.Tensor) -
     return float((clf.predict(vec.transform([texts[i] for i in te.tolist()])) == y[te.numpy()]).mean() * 100)
 
 
+def fine_tune(model: Classifier, data: TensorData, strategy: str, steps: int, batch: int, seed: int = 0) -> Classifier:
+    """The benchmark's fine-tuning recipes for ``steps`` steps of ``batch``, cosine schedule, 10% warm-up: LoRA (r 8 on
+    attention and feed-forward layers, lr 1e-3) or full (lr 5e-5, layer-wise decay 0.9, head x20)."""
+    full = strategy == "full"
+    spec = FinetuneSpec(strategy=strategy, lr_decay=0.9 if full else None, head_lr_mult=20.0 if full else 1.0)
+    cfg = TrainConfig(epochs=10, steps=steps, lr=5e-5 if full else 1e-3, seed=seed, schedule="cosine", warmup_epochs=1.0)
+    finetune(model, data, None, spec, cfg, batch_size=batch, verbose=False)
+    return model
+
+
 def fine_tune_minilm(td: TensorData, tr: torch.Tensor, te: torch.Tensor, strategy: str, steps: int, seed: int) -> float:
-    """LoRA (r 8 on attention and feed-forward layers, lr 1e-3) or full fine-tuning (lr 5e-5, layer-wise decay 0.9,
-    head x20) of MiniLM for ``steps`` steps of ``FT_BATCH``, cosine schedule with a warm-up of 10% of the steps."""
+    """:func:`fine_tune` of a fresh MiniLM on the rows ``tr`` (``FT_BATCH`` a step); accuracy on the rows ``te``."""
     torch.manual_seed(seed)
     model = create_model(ENCODER, 2, td.input_shape, classes=td.classes, normalize=False)
-    spec = FinetuneSpec(strategy=strategy, lr_decay=0.9 if strategy == "full" else None, head_lr_mult=20.0 if strategy == "full" else 1.0)
-    lr = 5e-5 if strategy == "full" else 1e-3
-    cfg = TrainConfig(epochs=10, steps=steps, lr=lr, seed=seed, schedule="cosine", warmup_epochs=1.0)
-    finetune(model, td.subset(tr), None, spec, cfg, batch_size=FT_BATCH, verbose=False)
+    fine_tune(model, td.subset(tr), strategy, steps, FT_BATCH, seed)
     return evaluate(model, td.subset(te), 64)["acc"]
 
 
@@ -280,14 +286,6 @@ def cross_domain_rows(z: dict[str, torch.Tensor], data: dict[str, TensorData], a
     return rows
 
 
-def full_finetune(model: Classifier, data: TensorData, steps: int, batch: int, seed: int = 0) -> Classifier:
-    """The benchmark's full fine-tuning recipe: lr 5e-5, layer-wise decay 0.9, head x20, cosine, 10% warm-up."""
-    spec = FinetuneSpec(strategy="full", lr_decay=0.9, head_lr_mult=20.0)
-    cfg = TrainConfig(epochs=10, steps=steps, lr=5e-5, seed=seed, schedule="cosine", warmup_epochs=1.0)
-    finetune(model, data, None, spec, cfg, batch_size=batch, verbose=False)
-    return model
-
-
 def end_to_end_rows(data: dict[str, TensorData], args: argparse.Namespace) -> list[dict[str, Any]]:
     """MiniLM fine-tuned end to end, one seed (a 2-core CPU affords no more): source-only per source domain
     (``--e2e-steps`` steps of 16 on its 2,000 reviews, the teacher's recipe), scored on the other three domains;
@@ -299,7 +297,7 @@ def end_to_end_rows(data: dict[str, TensorData], args: argparse.Namespace) -> li
     for src in DOMAINS:
         t = time.perf_counter()
         torch.manual_seed(0)
-        model = full_finetune(create_model(ENCODER, 2, data[src].input_shape, classes=classes, normalize=False), data[src], args.e2e_steps, 16)
+        model = fine_tune(create_model(ENCODER, 2, data[src].input_shape, classes=classes, normalize=False), data[src], "full", args.e2e_steps, 16)
         t_src = time.perf_counter() - t
         for tgt in DOMAINS:
             if tgt == src:
@@ -337,14 +335,14 @@ def fine_tuned_teacher(train_d: TensorData, args: argparse.Namespace) -> tuple[C
         log(f"teacher read from {path}")
     else:
         torch.manual_seed(0)
-        full_finetune(teacher, train_d, args.teacher_steps, 16)
+        fine_tune(teacher, train_d, "full", args.teacher_steps, 16)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(path))
     teacher.eval()
     return teacher, time.perf_counter() - t
 
 
-def distill_rows(data: dict[str, TensorData], z: dict[str, torch.Tensor], args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def distill_rows(data: dict[str, TensorData], args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Teacher: MiniLM fine-tuned end to end on 1,600 books reviews; students: ``text-bag`` on the same ids.
 
     Three students per seed, from the same initial weights: hard labels only; KD on the 1,600 labelled reviews
@@ -527,7 +525,7 @@ def main() -> None:
         rows += end_to_end_rows(data, args)
     comparison: dict[str, Any] = {}
     if "distill" in parts:
-        drows, comparison = distill_rows(data, z, args)
+        drows, comparison = distill_rows(data, args)
         rows += drows
     wall = time.perf_counter() - t0
     setup = (f"max length {args.max_length} tokens; MiniLM embeddings cached at {args.cache}; {args.threads} thread(s); "
