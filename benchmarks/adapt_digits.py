@@ -63,8 +63,9 @@ PUBLISHED = {  # TLlib, LeNet, M->U / U->M
 }
 SKADA_ISSUE = {"acc": 87.6, "wall_s": 566.0, "detail": "skada 0.6.0 DANN, LeNet, batch 64/domain, Adam 2e-4, 7 epochs over MNIST; measured in the issue on another machine"}
 METHODS = ["source-only", "dan", "deep-coral", "dann", "adda", "cdan", "mcc", "adamatch"]
-TASKS = {"M->U": ("mnist", "usps"), "U->M": ("usps", "mnist"), "M->Mbg": ("mnist", "mnist-bg"), "M->D": ("mnist", "digits")}
-TASK_ARGS = {"mnist-usps": "M->U", "usps-mnist": "U->M", "mnist-mnistbg": "M->Mbg", "mnist-digits": "M->D"}
+TASKS = {"M->U": ("mnist", "usps"), "U->M": ("usps", "mnist"), "M->Mbg": ("mnist", "mnist-bg"), "M->D": ("mnist", "digits"),
+         "M->Ubg": ("mnist", "usps-bg")}
+TASK_ARGS = {"mnist-usps": "M->U", "usps-mnist": "U->M", "mnist-mnistbg": "M->Mbg", "mnist-digits": "M->D", "mnist-uspsbg": "M->Ubg"}
 BENCHMARK_TASKS = ["mnist-usps", "usps-mnist", "mnist-mnistbg"]  # mnist-digits is the recipe-choice pair, never in the table
 BACKGROUND_PATCHES_PER_CLASS = 200  # CIFAR-10 images per class used as backgrounds (2,000 per split)
 VALIDATORS = ("im", "snd", "entropy", "source-acc")
@@ -88,7 +89,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=2e-4, help="stage-2 Adam learning rate")
     ap.add_argument("--augment-shift", type=float, default=2.0, help="random shift of source batches, pixels (0: off)")
     ap.add_argument("--augment-scale", type=float, nargs=2, default=[0.85, 1.15], help="random zoom range of source batches")
+    ap.add_argument("--augment-colour", action="store_true", help="random colours of source batches (Augment.colour)")
     ap.add_argument("--no-augment", action="store_true", help="no augmentation at all")
+    ap.add_argument("--arch", default="lenet", choices=["lenet", "dtn"], help="backbone")
+    ap.add_argument("--standardize", action="store_true", help="per-image input standardisation inside the model")
     ap.add_argument("--select-by", default="im")
     ap.add_argument("--val-target-size", type=int, default=1000)
     ap.add_argument("--train-subset", type=int, default=None, help="use at most N training images per domain (default: full sets)")
@@ -145,16 +149,16 @@ def digits_on_backgrounds(d: TensorData, split: str, seed: int) -> TensorData:
 
 
 def load_domain(name: str, split: str) -> TensorData:
-    """A dataset of the benchmark: a library dataset, or ``mnist-bg`` (:func:`digits_on_backgrounds`)."""
-    if name == "mnist-bg":
-        base = load_data("mnist", split, image_size=28)
+    """A dataset of the benchmark: a library dataset, or ``mnist-bg`` / ``usps-bg`` (:func:`digits_on_backgrounds`)."""
+    if name.endswith("-bg"):
+        base = load_data(name[: -len("-bg")], split, image_size=28)
         return digits_on_backgrounds(base, split, seed=0 if split == "train" else 1)
     return load_data(name, split)
 
 
 def task_data(task: str, a: argparse.Namespace) -> tuple[TensorData, TensorData, TensorData]:
     s_name, t_name = TASKS[task]
-    if t_name == "mnist-bg":  # a harder shift: grey MNIST -> digits over colour CIFAR-10 backgrounds, 3 channels
+    if t_name.endswith("-bg"):  # a harder shift: grey MNIST -> digits over colour CIFAR-10 backgrounds, 3 channels
         src = subset(load_data(s_name, "train"), a.train_subset)
         tgt = subset(load_domain(t_name, "train"), a.train_subset, 1)
         src, tgt, test = prepare_domains(src, tgt.unlabeled(), load_domain(t_name, "test"), 28, 3, quiet=True)
@@ -183,7 +187,8 @@ def run_unit(task: str, seed: int, a: argparse.Namespace, augment: Augment | Non
     with the same settings (an interrupted benchmark resumes unit by unit)."""
     cache = None
     if a.unit_cache:
-        key = f"{task.replace('->', '')}-seed{seed}-src{a.source_steps}-steps{a.steps}-{'-'.join(a.methods)}.json"
+        recipe = f"-{a.arch}{'-std' if a.standardize else ''}{'-colour' if a.augment_colour else ''}"
+        key = f"{task.replace('->', '')}-seed{seed}-src{a.source_steps}-steps{a.steps}-{'-'.join(a.methods)}{recipe}.json"
         cache = Path(a.unit_cache) / key
         if cache.is_file():
             return json.loads(cache.read_text())
@@ -196,7 +201,8 @@ def run_unit(task: str, seed: int, a: argparse.Namespace, augment: Augment | Non
                      batch_size=a.batch_size, val_fraction=0.05, val_target_size=a.val_target_size,
                      source_steps_per_epoch=a.eval_every)
     torch.manual_seed(seed)
-    base = adapt(src, tgt, spec, TrainConfig(epochs=epochs_src, lr=a.source_lr, seed=seed), "lenet", curve_test,
+    net = create_model(a.arch, src.num_classes, src.input_shape, **({"standardize": True} if a.standardize else {}))
+    base = adapt(src, tgt, spec, TrainConfig(epochs=epochs_src, lr=a.source_lr, seed=seed), net, curve_test,
                  verbose=False, callbacks=[], augment=augment)
     src_curve = cost_curve(base.source_history)
     t_src = src_curve[-1][0]
@@ -392,7 +398,7 @@ def main() -> None:
     torch.set_num_threads(1)
     a = parse()
     a.tasks = [TASK_ARGS[t] for t in a.tasks]
-    augment = None if a.no_augment else Augment(shift=a.augment_shift, scale=tuple(a.augment_scale))
+    augment = None if a.no_augment else Augment(shift=a.augment_shift, scale=tuple(a.augment_scale), colour=a.augment_colour)
     t_all = time.perf_counter()
     rows: list[dict[str, Any]] = []
     log: list[dict[str, Any]] = []

@@ -219,3 +219,17 @@ def test_augment_shift_moves_pixels_and_is_seeded():
     flipped = Augment(flip=True)(torch.arange(4.0).view(1, 1, 1, 4).repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
     rows = {tuple(r.round().tolist()) for r in flipped[:, 0, 0]}
     assert rows == {(0.0, 1.0, 2.0, 3.0), (3.0, 2.0, 1.0, 0.0)}
+
+
+def test_augment_colour_folds_each_channel_about_its_own_random_level():
+    x = torch.zeros(64, 3, 5, 5)
+    x[:, :, 2, 2] = 1.0  # a white dot on black
+    y = Augment(colour=True)(x, torch.Generator().manual_seed(0))
+    assert torch.equal(y, Augment(colour=True)(x, torch.Generator().manual_seed(0)))
+    level = y[:, :, 0, 0]  # the background takes the level l ...
+    assert torch.allclose(y[:, :, 2, 2], 1 - level)  # ... and the dot 1 - l: contrast kept, colours differ
+    assert torch.allclose(y[:, :, 1:, 1:].amax((2, 3)), torch.maximum(level, 1 - level))
+    assert level.std(0).min() > 0.2 and (level[:, 0] - level[:, 1]).abs().mean() > 0.2  # drawn per image and channel
+    assert Augment(colour=True).active and not Augment(colour=True).geometric
+    moved = Augment(colour=True, shift=2)(x, torch.Generator().manual_seed(0))
+    assert not torch.allclose(moved, y)

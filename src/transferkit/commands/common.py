@@ -83,6 +83,8 @@ train_options = compose(
     click.option("--augment-flip", is_flag=True, default=False, help="Random horizontal flips."),
     click.option("--augment-scale", type=(click.FloatRange(min=0, min_open=True), click.FloatRange(min=0, min_open=True)),
                  default=None, help="Random zoom by a factor drawn from [LO, HI] (e.g. 0.85 1.15)."),
+    click.option("--augment-colour", is_flag=True, default=False,
+                 help="Random colours: fold each channel about a random level, |l - x| (grey digits become colour digits on colour backgrounds; use with --channels 3)."),
     click.option("--deterministic", is_flag=True, default=False, help="Use deterministic kernels (slower on GPU)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True),
     click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
@@ -103,6 +105,8 @@ architecture_options = compose(
                  help="lenet/dtn/mlp: dropout (default: the architecture's own)."),
     click.option("--model-input-dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
                  help="mlp: dropout on the inputs (e.g. 0.2, as in Hinton et al.'s MNIST nets; default 0)."),
+    click.option("--model-standardize", is_flag=True, default=False,
+                 help="lenet/dtn: standardise each input image per channel inside the model (digits on colour photographs)."),
     click.option("--freeze-encoder", is_flag=True, default=False,
                  help="Text models (minilm, hf:PATH): the encoder never trains; add --bottleneck-dim N for a trainable layer under the head."),
 )
@@ -130,6 +134,8 @@ def build_model(
     from ..models import create_model
 
     kw = architecture_kwargs(p.get("model_hidden"), p.get("model_dropout"), p.get("model_input_dropout"))
+    if p.get("model_standardize"):
+        kw["standardize"] = True
     if p.get("freeze_encoder"):
         kw["frozen"] = True
     try:
@@ -153,7 +159,8 @@ def augment_from(p: dict[str, Any]) -> Augment:
         if lo > hi:
             raise TransferkitError(f"--augment-scale takes LO HI with LO <= HI, got {lo} {hi}")
         scale = (lo, hi)
-    return Augment(shift=p.get("augment_shift", 0.0), flip=p.get("augment_flip", False), scale=scale)
+    return Augment(shift=p.get("augment_shift", 0.0), flip=p.get("augment_flip", False), scale=scale,
+                   colour=p.get("augment_colour", False))
 
 
 def load(

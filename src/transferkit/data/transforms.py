@@ -81,22 +81,33 @@ TEXT_TOKEN_DROP = 0.1
 
 @dataclass
 class Augment:
-    """Random translation (pixels), horizontal flip and scale on a whole batch.
+    """Random translation (pixels), horizontal flip, scale and colour on a whole batch.
 
     One affine grid is built for the batch and applied with ``grid_sample``:
     cost is one kernel launch whatever the batch size.
+
+    ``colour`` (images in [0, 1]): each image's channels are folded about a random level,
+    ``x'_c = |l_c - x_c|`` with ``l_c ~ U(0, 1)`` drawn per image and channel. A white digit on
+    black becomes a digit of one random colour on a background of another, with its contrast
+    kept; ``l = 0`` leaves a channel as it was, ``l = 1`` inverts it. Grey inputs should be
+    given 3 channels first (``--channels 3``) for the colours to differ between channels.
     """
 
     shift: float = 0.0
     flip: bool = False
     scale: tuple[float, float] | None = None
+    colour: bool = False
     token_drop: float | None = None
     """Text (integer token ids): the fraction of tokens turned into padding; default 0.1 when any
     image transform is set (so a method's "strong view" is word dropout on text), else none."""
 
     @property
     def active(self) -> bool:
-        return self.shift > 0 or self.flip or self.scale is not None or bool(self.token_drop)
+        return self.shift > 0 or self.flip or self.scale is not None or self.colour or bool(self.token_drop)
+
+    @property
+    def geometric(self) -> bool:
+        return self.shift > 0 or self.flip or self.scale is not None
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if not x.is_floating_point() and x.dim() == 2:  # token ids (data/text.py)
@@ -106,10 +117,15 @@ class Augment:
             return drop_tokens(x, rate, generator)
         if not self.active or x.dim() != 4:
             return x
-        n, _, h, w = x.shape
+        n, c, h, w = x.shape
 
         def rand(*shape: int) -> Tensor:
             return torch.rand(*shape, generator=generator).to(x.device, x.dtype)
+
+        if self.colour:
+            x = (rand(n, c, 1, 1) - x).abs()
+        if not self.geometric:
+            return x
 
         theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
         s = torch.ones(n, device=x.device, dtype=x.dtype)

@@ -61,14 +61,27 @@ def _need_image(name: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
     return int(input_shape[0]), int(input_shape[1]), int(input_shape[2])
 
 
+def first_layer(conv: nn.Module, standardize: bool) -> list[nn.Module]:
+    """``conv``, after a per-image input standardisation when ``standardize``.
+
+    Standardisation: ``x' = (x - mean_c(x)) / sqrt(var_c(x) + eps)`` over the pixels of each image
+    and channel (instance normalisation without parameters). An image's overall brightness,
+    contrast and the tint of each channel are gone before the first convolution, which is what
+    separates digits on black from the same digits on colour photographs. It is part of the model,
+    so every later prediction gets it too.
+    """
+    return [nn.InstanceNorm2d(conv.in_channels), conv] if standardize else [conv]  # type: ignore[arg-type]
+
+
 @register_backbone("lenet", "LeNet as used in digit adaptation (conv20-conv50, 500-d features)")
-def lenet(input_shape: Sequence[int], feature_dim: int = 500, dropout: float = 0.5) -> nn.Module:
+def lenet(input_shape: Sequence[int], feature_dim: int = 500, dropout: float = 0.5, standardize: bool = False) -> nn.Module:
+    """``standardize``: standardise each input image per channel first (:func:`first_layer`)."""
     c, h, _ = _need_image("lenet", input_shape)
     # the classic 5x5 valid convolutions for 28x28; padded 3x3 ones for small inputs (16x16, 8x8)
     k, pad = (5, 0) if h >= 20 else (3, 1)
     return SequentialBackbone(
         {
-            "conv1": nn.Sequential(nn.Conv2d(c, 20, k, padding=pad), nn.MaxPool2d(2), nn.ReLU()),
+            "conv1": nn.Sequential(*first_layer(nn.Conv2d(c, 20, k, padding=pad), standardize), nn.MaxPool2d(2), nn.ReLU()),
             "conv2": nn.Sequential(nn.Conv2d(20, 50, k, padding=pad), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten()),
             "fc": nn.Sequential(nn.LazyLinear(feature_dim), nn.ReLU(), nn.Dropout(dropout)),
         },
@@ -77,15 +90,17 @@ def lenet(input_shape: Sequence[int], feature_dim: int = 500, dropout: float = 0
 
 
 @register_backbone("dtn", "DTN digit network (conv64-128-256 with batch norm, 512-d features)")
-def dtn(input_shape: Sequence[int], feature_dim: int = 512, dropout: float = 0.3) -> nn.Module:
+def dtn(input_shape: Sequence[int], feature_dim: int = 512, dropout: float = 0.3, standardize: bool = False) -> nn.Module:
+    """``standardize``: standardise each input image per channel first (:func:`first_layer`)."""
     c, _, _ = _need_image("dtn", input_shape)
 
-    def block(cin: int, cout: int, drop: float) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(cin, cout, 5, stride=2, padding=2), nn.BatchNorm2d(cout), nn.Dropout2d(drop), nn.ReLU())
+    def block(cin: int, cout: int, drop: float, std: bool = False) -> nn.Module:
+        conv = nn.Conv2d(cin, cout, 5, stride=2, padding=2)
+        return nn.Sequential(*first_layer(conv, std), nn.BatchNorm2d(cout), nn.Dropout2d(drop), nn.ReLU())
 
     return SequentialBackbone(
         {
-            "conv1": block(c, 64, 0.1),
+            "conv1": block(c, 64, 0.1, standardize),
             "conv2": block(64, 128, dropout),
             "conv3": nn.Sequential(block(128, 256, 0.5), nn.Flatten()),
             "fc": nn.Sequential(nn.LazyLinear(feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(), nn.Dropout()),
