@@ -425,13 +425,14 @@ def main() -> None:
         log += tlog
     best = {t: max((r["mean"] for r in rows if r["task"] == t and "[oracle]" not in r["method"] and "skada" not in r["method"]),
                    default=0.0) for t in a.tasks}
-    aug_text = "none" if augment is None else f"random shift {a.augment_shift} px and zoom {a.augment_scale[0]}-{a.augment_scale[1]} of source batches"
+    aug_text = "none" if augment is None else (f"random shift {a.augment_shift} px and zoom {a.augment_scale[0]}-{a.augment_scale[1]}"
+                                               f"{' and random colours (|l - x| per channel)' if a.augment_colour else ''} of source batches")
     test_set_text = ("the full target test set" if a.curve_test_subset is None
                      else f"the full target test set (final) and at most {a.curve_test_subset} of its images (checkpoints)")
     protocol = {
         "train_sets": "full" if a.train_subset is None else f"at most {a.train_subset} per domain",
         "source_steps": a.source_steps, "adapt_steps": a.steps, "eval_every": a.eval_every, "batch_size_per_domain": a.batch_size,
-        "image_size": 28, "backbone": "lenet", "optimizer": f"Adam, lr {a.source_lr} (source) / {a.lr} (adaptation)",
+        "image_size": 28, "backbone": a.arch + (" with per-image input standardisation" if a.standardize else ""), "optimizer": f"Adam, lr {a.source_lr} (source) / {a.lr} (adaptation)",
         "augmentation": aug_text,
         "selection": f"{a.select_by} on {a.val_target_size} unlabelled target images + 5% source validation split",
         "final_metric": "accuracy of the selected checkpoint on the full target test set",

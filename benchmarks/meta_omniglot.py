@@ -96,6 +96,8 @@ def args() -> argparse.Namespace:
     ap.add_argument("--maml-batch", type=int, default=8)
     ap.add_argument("--maml-inner-lr", type=float, default=0.03,
                     help="MAML inner step size (training and test); chosen on meta-train tasks at initialisation, see the protocol")
+    ap.add_argument("--maml20-inner-lr", type=float, default=None, help="20-way MAML inner step size (default: --maml-inner-lr)")
+    ap.add_argument("--maml20-inner-steps", type=int, default=1, help="20-way MAML inner steps, in training and at test")
     ap.add_argument("--maml-global-pool", action="store_true",
                     help="MAML: average the last 2x2 conv4 map (64 features, as the MAML paper's Omniglot network) "
                          "instead of flattening it (256)")
@@ -117,13 +119,21 @@ def args() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def inner_loop(a: argparse.Namespace, ways: int) -> tuple[float, int, int]:
+    """(inner lr, inner steps in training, inner steps at test) of the ``ways``-way MAML models."""
+    if ways == 20:
+        return (a.maml20_inner_lr or a.maml_inner_lr), a.maml20_inner_steps, a.maml20_inner_steps
+    return a.maml_inner_lr, 1, a.maml_eval_steps
+
+
 def train_eval(method: str, data: Any, split: dict[str, list[int]], ways: int, shots: int, queries: int, steps: int,
                batch: int, seed: int, tests: list[tuple[str, int, int]], a: argparse.Namespace, first_order: bool = False,
                schedule: str = "none", augment: Augment | None = None) -> tuple[dict[str, dict[str, float]], float, float]:
     """Meta-train one model, evaluate it on the meta-test classes; returns (results, train seconds, total seconds)."""
     seed_everything(seed)
-    spec = MetaSpec(method=method, ways=ways, shots=shots, queries=queries, meta_batch=batch, inner_steps=1,
-                    inner_lr=a.maml_inner_lr, eval_inner_steps=a.maml_eval_steps, first_order=first_order, episodes_per_epoch=steps,
+    lr, inner_steps, eval_steps = inner_loop(a, ways)
+    spec = MetaSpec(method=method, ways=ways, shots=shots, queries=queries, meta_batch=batch, inner_steps=inner_steps,
+                    inner_lr=lr, eval_inner_steps=eval_steps, first_order=first_order, episodes_per_epoch=steps,
                     rotations=True, zero_head=method == "maml" and a.maml_zero_head)
     pool = {"global_pool": True} if method == "maml" and a.maml_global_pool else {}
     learner = build_learner(create_model("conv4", ways, data.input_shape, **pool), spec)
@@ -224,7 +234,8 @@ def inner_lr_check(data: Any, split: dict[str, list[int]], global_pool: bool, ze
                 learner.vectorise = False
                 learner.train()
                 learner.meta_loss(e64).backward()
-                grads[first_order] = torch.cat([q.grad.flatten() for q in model.parameters()])
+                grads[first_order] = torch.cat([(q.grad if q.grad is not None else torch.zeros_like(q)).flatten()
+                                                for q in model.parameters()])  # a zero head leaves the head unused
                 if first_order:
                     losses = learner.support_loss_change(e64)
             cos = float(torch.nn.functional.cosine_similarity(grads[True], grads[False], dim=0))
@@ -235,12 +246,18 @@ def inner_lr_check(data: Any, split: dict[str, list[int]], global_pool: bool, ze
     return out
 
 
+def inner_key(a: argparse.Namespace, ways: int) -> str:
+    """The cache-key part of a 20-way inner loop that differs from the 5-way one (empty for the earlier settings)."""
+    lr, steps, _ = inner_loop(a, ways)
+    return f"-in{lr}x{steps}" if ways == 20 and (lr != a.maml_inner_lr or steps != 1) else ""
+
+
 def run_unit(unit: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
     """One meta-training run (a worker process, one thread): returns its per-setting results and times."""
     cache = None
     if a.unit_cache and unit["method"] == "maml":
         key = (f"maml-{'fo' if unit['first_order'] else 'so'}-{unit['ways']}w-seed{unit['seed']}-steps{unit['steps']}x{unit['batch']}"
-               f"-lr{a.maml_inner_lr}-pool{int(a.maml_global_pool)}-zero{int(a.maml_zero_head)}-ep{a.test_episodes}.json")
+               f"-lr{a.maml_inner_lr}{inner_key(a, unit['ways'])}-pool{int(a.maml_global_pool)}-zero{int(a.maml_zero_head)}-ep{a.test_episodes}.json")
         cache = Path(a.unit_cache) / key
         if cache.is_file():
             return {**unit, **json.loads(cache.read_text())}
@@ -279,6 +296,11 @@ def units(a: argparse.Namespace) -> list[dict[str, Any]]:
     return sorted(out, key=lambda u: -u["cost"])
 
 
+def inner_text(a: argparse.Namespace, ways: int) -> str:
+    lr, steps, eval_steps = inner_loop(a, ways)
+    return f"{steps} inner step{'s' if steps > 1 else ''} lr {lr} ({eval_steps} at test)"
+
+
 def main() -> None:
     a = args()
     torch.set_num_threads(a.threads)
@@ -310,7 +332,7 @@ def main() -> None:
                 train = (f"conv4 {'averaged (64 features)' if a.maml_global_pool else 'flattened (256 features)'}"
                          f"{', zero head at every inner loop' if a.maml_zero_head else ''}, "
                          f"{u0['ways']}-way 1-shot, {u0['steps']} meta-iterations x {u0['batch']} tasks, {u0['queries']} queries/class, "
-                         f"1 inner step lr {a.maml_inner_lr} ({a.maml_eval_steps} at test), Adam 1e-3, {u0['schedule']} lr schedule")
+                         f"{inner_text(a, u0['ways'])}, Adam 1e-3, {u0['schedule']} lr schedule")
             details.append({"task": name, "method": label, "ci95": [u["results"][name]["ci95"] for u in runs], "episodes": a.test_episodes,
                             "train_s_per_seed": round(statistics.fmean(u["train_s"] for u in runs), 1), "train": train})
     total = time.perf_counter() - t_all

@@ -221,3 +221,48 @@ def test_zero_head_first_step_is_the_prototype_classifier_and_the_head_gets_no_m
     assert model.head.weight.grad is None and model.backbone.fc1[0].weight.grad.abs().sum() > 0
     plain = MAML(tiny_classifier(), inner_lr=0.3, first_order=True)
     assert not torch.allclose(plain.adapt(sx, sy)["head.weight"], fast["head.weight"])
+
+
+class ShuffledGaussianTasks:
+    """20-way 1-shot tasks over Gaussian classes in 16-d, each task's labels a fresh permutation (the Omniglot structure)."""
+
+    def __init__(self, classes: torch.Tensor, ways: int = 20, queries: int = 3):
+        self.centres = torch.randn(60, 16, generator=torch.Generator().manual_seed(0))
+        self.classes, self.ways, self.queries = classes, ways, queries
+
+    def sample(self, tasks: int, generator: torch.Generator | None = None) -> Episode:
+        g = generator or torch.Generator().manual_seed(0)
+        parts = []
+        for _ in range(tasks):
+            pick = self.classes[torch.randperm(len(self.classes), generator=g)[: self.ways]]
+            c = self.centres[pick]
+            sx = c + 0.7 * torch.randn(c.shape, generator=g)
+            qx = c.repeat(self.queries, 1) + 0.7 * torch.randn(len(c) * self.queries, c.shape[1], generator=g)
+            parts.append((sx, torch.arange(self.ways), qx, torch.arange(self.ways).repeat(self.queries), pick))
+        return Episode(*(torch.stack(t) for t in zip(*parts, strict=True)))
+
+
+def first_order_after_training(inner_lr: float, inner_steps: int, zero_head: bool = False) -> tuple[float, list[str]]:
+    """Held-out-class 20-way accuracy of first-order MAML after 150 meta-iterations, and the warnings it gave."""
+    torch.manual_seed(0)
+    spec = MetaSpec(method="fomaml", ways=20, shots=1, queries=3, meta_batch=4, inner_lr=inner_lr, inner_steps=inner_steps,
+                    episodes_per_epoch=150, zero_head=zero_head)
+    learner = build_learner(create_model("mlp", 20, (16,), hidden=(64,)), spec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meta_train(learner, ShuffledGaussianTasks(torch.arange(40)), spec, TrainConfig(epochs=1, lr=1e-3), verbose=False,
+                   callbacks=[])
+    acc = learner.evaluate(ShuffledGaussianTasks(torch.arange(40, 60)), 100, seed=1)["acc"]
+    return acc, [str(w.message) for w in caught if "inner loop" in str(w.message)]
+
+
+def test_first_order_maml_learns_only_when_its_inner_loop_adapts_and_is_warned_when_it_barely_does():
+    # the 20-way Omniglot failure (7.7% against second order's 52.7%): one inner step of 0.03 lowers the support loss by
+    # ~1%, so the first-order meta-gradient has no task signal and the learner stays at chance (5%)
+    tiny, said = first_order_after_training(0.03, 1)
+    assert tiny < 10
+    assert len(said) == 1 and "barely adapts" in said[0] and "--inner-steps" in said[0]
+    paper, said = first_order_after_training(0.1, 5)  # the MAML paper's 20-way inner loop
+    assert paper > 30 and not said
+    zero, said = first_order_after_training(0.1, 5, zero_head=True)
+    assert zero > paper and not said

@@ -152,9 +152,21 @@ def meta_train(
     )
 
 
+BARELY_ADAPTS = 0.1
+"""First-order MAML is warned when its inner loop lowers the support loss by less than this fraction at initialisation."""
+
+
 def warn_if_inner_step_overshoots(learner: MAML, episode: Episode) -> bool:
     """Warn (and return True) when the inner loop raises the mean support loss of ``episode`` (the initial weights),
-    or, for first-order MAML, when its meta-gradient points uphill on the MAML objective (:func:`first_order_agreement`).
+    or, for first-order MAML, when it barely lowers it (classification without a zero head: by less than
+    ``BARELY_ADAPTS``) or its meta-gradient points
+    uphill on the MAML objective (:func:`first_order_agreement`).
+
+    A barely adapting inner loop is harmless to second order (its meta-gradient carries the curvature
+    term) but leaves first order without a task signal: the adapted weights are nearly the
+    meta-parameters, so the first-order meta-gradient is that of one network fitting tasks whose
+    labels are permuted from task to task, which only inflates the head's logits. On 20-way Omniglot
+    one step of 0.03 (support loss 3.00 -> 2.89) gave first order 7.7% against second order's 52.7%.
 
     The MAML paper's ``inner_lr = 0.4`` was set for its own TensorFlow network; on transferkit's
     conv4 (PyTorch initialisation, batch norm with a learnt scale, 2x2x64 features) the same step
@@ -167,6 +179,15 @@ def warn_if_inner_step_overshoots(learner: MAML, episode: Episode) -> bool:
             f"the {learner.name} inner loop raises the support loss of a first meta-batch ({before:.3f} -> {after:.3f}): "
             f"--inner-lr {learner.inner_lr:g} overshoots for this model; lower it until one inner step lowers the loss "
             "(first-order MAML cannot learn around an overshooting step)", UserWarning, stacklevel=3)
+        return True
+    shuffled_labels = learner.loss_kind == "ce" and not learner.zero_head  # a zero head adapts to a prototype classifier
+    if learner.first_order and shuffled_labels and before - after < BARELY_ADAPTS * before:
+        warnings.warn(
+            f"the first-order {learner.name} inner loop barely adapts: it lowers the support loss of a first meta-batch only "
+            f"{before:.3f} -> {after:.3f} ({100 * (before - after) / before:.1f}%). First order then follows the query gradient "
+            "at weights that are almost the meta-parameters, whose labels are shuffled from task to task: no task signal, "
+            "and it stays near chance (20-way Omniglot at 1 step of 0.03: 7.7%); take more --inner-steps, a larger "
+            "--inner-lr (the MAML paper: 5 steps of 0.1 at 20-way) or --zero-head", UserWarning, stacklevel=3)
         return True
     if learner.first_order:
         cos = first_order_agreement(learner, episode)
