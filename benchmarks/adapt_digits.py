@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import multiprocessing
 import statistics
@@ -89,7 +90,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=2e-4, help="stage-2 Adam learning rate")
     ap.add_argument("--augment-shift", type=float, default=2.0, help="random shift of source batches, pixels (0: off)")
     ap.add_argument("--augment-scale", type=float, nargs=2, default=[0.85, 1.15], help="random zoom range of source batches")
-    ap.add_argument("--augment-colour", action="store_true", help="random colours of source batches (Augment.colour)")
+    ap.add_argument("--augment-colour", default="auto", choices=["auto", "on", "off"],
+                    help="random colours of source batches (Augment.colour); auto: when the target is in colour (M->Mbg, M->Ubg)")
     ap.add_argument("--no-augment", action="store_true", help="no augmentation at all")
     ap.add_argument("--arch", default="lenet", choices=["lenet", "dtn"], help="backbone")
     ap.add_argument("--standardize", action="store_true", help="per-image input standardisation inside the model")
@@ -180,6 +182,11 @@ def cost_curve(history: list[dict[str, Any]], start: float = 0.0) -> list[tuple[
     return out
 
 
+def colour(a: argparse.Namespace, task: str) -> bool:
+    """Whether source batches get random colours on ``task`` (the recipe: when the target is in colour)."""
+    return a.augment_colour == "on" or (a.augment_colour == "auto" and TASKS[task][1].endswith("-bg"))
+
+
 def run_unit(task: str, seed: int, a: argparse.Namespace, augment: Augment | None) -> list[dict[str, Any]]:
     """One task and seed: the source stage, then every method from a copy of its model.
 
@@ -187,13 +194,15 @@ def run_unit(task: str, seed: int, a: argparse.Namespace, augment: Augment | Non
     with the same settings (an interrupted benchmark resumes unit by unit)."""
     cache = None
     if a.unit_cache:
-        recipe = f"-{a.arch}{'-std' if a.standardize else ''}{'-colour' if a.augment_colour else ''}"
+        recipe = f"{'-' + a.arch if a.arch != 'lenet' else ''}{'-std' if a.standardize else ''}{'-colour' if colour(a, task) else ''}"
         key = f"{task.replace('->', '')}-seed{seed}-src{a.source_steps}-steps{a.steps}-{'-'.join(a.methods)}{recipe}.json"
         cache = Path(a.unit_cache) / key
         if cache.is_file():
             return json.loads(cache.read_text())
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", UserWarning)
+    if augment is not None and colour(a, task):
+        augment = dataclasses.replace(augment, colour=True)
     src, tgt, test = task_data(task, a)
     curve_test = subset(test, a.curve_test_subset, 2)
     epochs_src = max(1, a.source_steps // a.eval_every)
@@ -398,7 +407,7 @@ def main() -> None:
     torch.set_num_threads(1)
     a = parse()
     a.tasks = [TASK_ARGS[t] for t in a.tasks]
-    augment = None if a.no_augment else Augment(shift=a.augment_shift, scale=tuple(a.augment_scale), colour=a.augment_colour)
+    augment = None if a.no_augment else Augment(shift=a.augment_shift, scale=tuple(a.augment_scale))
     t_all = time.perf_counter()
     rows: list[dict[str, Any]] = []
     log: list[dict[str, Any]] = []
@@ -426,7 +435,9 @@ def main() -> None:
     best = {t: max((r["mean"] for r in rows if r["task"] == t and "[oracle]" not in r["method"] and "skada" not in r["method"]),
                    default=0.0) for t in a.tasks}
     aug_text = "none" if augment is None else (f"random shift {a.augment_shift} px and zoom {a.augment_scale[0]}-{a.augment_scale[1]}"
-                                               f"{' and random colours (|l - x| per channel)' if a.augment_colour else ''} of source batches")
+                                               " of source batches" + "".join(
+                                                   f"; {t}: and random colours (|l - x| per channel)" for t in a.tasks
+                                                   if colour(a, TASK_ARGS.get(t, t))))
     test_set_text = ("the full target test set" if a.curve_test_subset is None
                      else f"the full target test set (final) and at most {a.curve_test_subset} of its images (checkpoints)")
     protocol = {
