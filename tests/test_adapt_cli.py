@@ -150,11 +150,11 @@ def test_augmentation_reaches_source_and_optionally_target_batches(digits16, dig
 
 def test_cli_augment_options_reach_adapt(capsys, tmp_path, tables):
     rc, _, err = run(capsys, "adapt", "--method", "mcc", "--source", "digits", "--target", "digits:test", "--image-size", "16",
-                     "--augment-shift", "1", "--augment-scale", "0.9", "1.1", "--augment-target", "--epochs", "1",
+                     "--augment-shift", "1", "--augment-scale", "0.9", "1.1", "--augment-colour", "--augment-target", "--epochs", "1",
                      "--source-epochs", "1", "--quiet", "--run-dir", str(tmp_path / "aug"), "--device", "cpu")
     assert rc == 0, err
     saved = yaml.safe_load((tmp_path / "aug" / "config.yaml").read_text())
-    assert saved["augment_scale"] == [0.9, 1.1] and saved["augment_target"] is True
+    assert saved["augment_scale"] == [0.9, 1.1] and saved["augment_target"] is True and saved["augment_colour"] is True
 
 
 def test_source_epochs_longer_than_one_pass_keep_drawing_batches(digits16):
@@ -163,3 +163,11 @@ def test_source_epochs_longer_than_one_pass_keep_drawing_batches(digits16):
     spec = AdaptSpec(method="source-only", source_epochs=2, source_steps_per_epoch=10, batch_size=32, val_target_size=50)
     adapt(src, digits16.unlabeled(), spec, TrainConfig(epochs=1), "lenet", verbose=False, callbacks=[], augment=aug)
     assert len(aug.sizes) == 20  # 2 epochs x 10 steps, although one pass over 230 images is 7 batches
+
+
+def test_augment_from_options_builds_the_colour_augmentation():
+    from transferkit.commands.common import augment_from
+
+    aug = augment_from({"augment_shift": 2.0, "augment_colour": True})
+    assert aug.colour and aug.shift == 2.0 and aug.active
+    assert not augment_from({}).colour
