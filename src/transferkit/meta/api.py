@@ -159,8 +159,7 @@ BARELY_ADAPTS = 0.1
 def warn_if_inner_step_overshoots(learner: MAML, episode: Episode) -> bool:
     """Warn (and return True) when the inner loop raises the mean support loss of ``episode`` (the initial weights),
     or, for first-order MAML, when it barely lowers it (classification without a zero head: by less than
-    ``BARELY_ADAPTS``) or its meta-gradient points
-    uphill on the MAML objective (:func:`first_order_agreement`).
+    ``BARELY_ADAPTS``) or its meta-gradient points uphill on the MAML objective (:func:`first_order_agreement`).
 
     A barely adapting inner loop is harmless to second order (its meta-gradient carries the curvature
     term) but leaves first order without a task signal: the adapted weights are nearly the
