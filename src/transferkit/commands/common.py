@@ -84,7 +84,7 @@ train_options = compose(
     click.option("--augment-scale", type=(click.FloatRange(min=0, min_open=True), click.FloatRange(min=0, min_open=True)),
                  default=None, help="Random zoom by a factor drawn from [LO, HI] (e.g. 0.85 1.15)."),
     click.option("--augment-colour", is_flag=True, default=False,
-                 help="Random colours: fold each channel about a random level, |l - x| (grey digits become colour digits on colour backgrounds; use with --channels 3)."),
+                 help="Random colours: fold each channel about a random level, |l - x|: grey digits become colour digits on colour backgrounds. For a colour target with a grey source (use --channels 3); it hurts on grey targets."),
     click.option("--deterministic", is_flag=True, default=False, help="Use deterministic kernels (slower on GPU)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True),
     click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
